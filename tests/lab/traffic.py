@@ -127,6 +127,7 @@ class Summary:
     last_seen: dict = field(default_factory=dict)    # version -> wall clock t
     latency_p50_ms: float | None = None
     latency_p99_ms: float | None = None
+    not_sent: int = 0  # scheduled but still queued when stop() was called
     started: float | None = None
     ended: float | None = None
     duration_s: float = 0.0
@@ -242,8 +243,16 @@ class TrafficRecorder:
         return self
 
     def wait(self, timeout=None):
-        """Block until duration / max_requests is reached (or stop())."""
-        return self._done.wait(timeout)
+        """Block until duration / max_requests is reached (or stop()) and
+        every scheduled request has been handed to a worker. True if so."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._done.wait(timeout):
+            return False
+        while not self._jobs.empty():
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
 
     def stop(self):
         """Stop scheduling, let requests already sent finish, return Summary."""
@@ -253,14 +262,26 @@ class TrafficRecorder:
             return self.summary
         self._stop.set()
         self._scheduler.join()
+        # Requests scheduled but not yet sent (the workers fell behind) are
+        # not sent at all; they are reported as not_sent, not as failures.
+        not_sent = 0
+        while True:
+            try:
+                self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            not_sent += 1
         for _ in self._threads:
             self._jobs.put(None)
         for t in self._threads:
             t.join(self.timeout * 2 + 5)
         self._ended = time.time()
-        if self._fh:
-            self._fh.close()
+        with self._lock:
+            if self._fh:
+                self._fh.close()
+                self._fh = None
         self.summary = summarize(self.records, self._started, self._ended)
+        self.summary.not_sent = not_sent
         return self.summary
 
     def run(self):

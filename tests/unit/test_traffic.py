@@ -288,3 +288,23 @@ def test_cli_refuses_outside_lab():
     proc = subprocess.run([sys.executable, TRAFFIC, "--url", "http://1.1.1.1/"],
                           check=False, capture_output=True, text=True, timeout=20)
     assert proc.returncode == 2 and "1.1.1.1" in proc.stderr
+
+
+def test_natural_end_sends_every_scheduled_request(demoapp):
+    _, url = demoapp()
+    # one connection, 50 ms per request, 100/s: the worker falls behind, but
+    # every one of the max_requests is still sent before run() returns
+    summary = TrafficRecorder(url, rate=100, max_requests=6, connections=1,
+                              path="/sleep?ms=50").run()
+    assert summary.total == 6 and summary.ok == 6 and summary.not_sent == 0
+
+
+def test_early_stop_reports_not_sent(demoapp):
+    _, url = demoapp()
+    rec = TrafficRecorder(url, rate=100, connections=1, path="/sleep?ms=300")
+    with rec:
+        time.sleep(0.2)
+    s = rec.summary
+    assert s.total >= 1 and s.failed == 0
+    assert s.not_sent >= 10
+    assert s.not_sent + s.total >= 20
