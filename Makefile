@@ -1,0 +1,73 @@
+# safedeploy.fleet — two commands matter: `make demo` and `make test`.
+# Everything else here is a step of those two, usable on its own.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+COLLECTION_LINK := build/collections/ansible_collections/safedeploy/fleet
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: demo test deps venv collection artifacts lab-up lab-down lab-status lab-reset \
+        test-unit lint sanity test-integration molecule bench bench-quick clean
+
+demo: deps venv collection artifacts
+	$(PY) tests/lab/demo.py
+
+test: deps venv collection artifacts
+	$(MAKE) test-unit lint sanity test-integration molecule
+
+deps: build/.deps-stamp
+build/.deps-stamp: tools/install-deps.sh
+	@sh tools/install-deps.sh
+	@mkdir -p build && touch $@
+
+venv: $(VENV)/.stamp
+$(VENV)/.stamp: requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	@touch $@
+
+collection: $(COLLECTION_LINK)
+$(COLLECTION_LINK):
+	@mkdir -p $(dir $@)
+	@ln -sfn ../../../.. $@
+
+artifacts: venv
+	@$(PY) tests/lab/build_artifacts.py --out build/artifacts
+
+lab-up: deps venv collection artifacts
+	$(PY) tests/lab/lab.py up
+lab-down:
+	$(PYTHON) tests/lab/lab.py down
+lab-status:
+	$(PYTHON) tests/lab/lab.py status
+lab-reset:
+	$(PY) tests/lab/lab.py reset
+
+test-unit: venv collection
+	$(PY) -m pytest -q tests/unit
+
+lint: venv collection
+	$(VENV)/bin/ruff check plugins tests bench tools
+	$(VENV)/bin/ansible-lint --profile production -q
+
+sanity: venv
+	@tools/sanity.sh
+
+test-integration: venv collection artifacts
+	$(PY) -m pytest -q -p no:cacheprovider tests/integration
+
+molecule: venv collection artifacts
+	@tools/molecule.sh
+
+bench: venv collection artifacts
+	$(PY) bench/run.py
+
+bench-quick: venv collection artifacts
+	$(PY) bench/run.py --quick
+
+clean: lab-down
+	rm -rf build .pytest_cache

@@ -1,0 +1,364 @@
+"""What the lab is made of: hosts, addresses, their files, the inventory.
+
+lab.py does the plumbing (namespaces, machines); this module decides what
+each machine is and what it runs, so the two can be read separately.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import os
+import sys
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+ARTIFACTS = os.path.join(REPO, "build", "artifacts")
+APP = "demoapp"
+APP_PORT = 8080
+HAPROXY_TEMPLATE = os.environ.get("LAB_HAPROXY_TEMPLATE_TMP") or os.path.join(REPO, "roles", "haproxy", "templates", "haproxy.cfg.j2")
+LIVE_POOL_MAP = "/etc/haproxy/maps/live_pool.map"
+
+APP_UNIT = """\
+[Unit]
+Description=demoapp, the safedeploy lab's sample application (lab baseline unit)
+After=network.target
+
+[Service]
+ExecStart=/usr/bin/python3 /opt/demoapp/current/demoapp.py --port {port}
+KillSignal=SIGTERM
+TimeoutStopSec=20
+Restart=on-failure
+RestartSec=2
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+PROMETHEUS_YML = """\
+global:
+  scrape_interval: 1s
+  scrape_timeout: 900ms
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: {app}
+    static_configs:
+{targets}
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Host:
+    name: str
+    ip: str
+    role: str  # app | lb | monitoring
+    pool: str | None = None  # blue | green in the blue/green layout
+
+    @property
+    def netns(self) -> str:
+        return f"sdl-{self.name}"
+
+    @property
+    def veth(self) -> str:
+        return f"sdv-{self.name}"[:15]
+
+    @property
+    def units(self) -> list[str]:
+        return {"app": [f"{APP}.service"], "lb": ["haproxy.service"],
+                "monitoring": ["prometheus.service"]}[self.role]
+
+    @property
+    def ready_urls(self) -> list[str]:
+        if self.role == "app":
+            return [f"http://{self.ip}:{APP_PORT}/ready"] if baseline() else []
+        if self.role == "monitoring":
+            return [f"http://{self.ip}:9090/-/ready"]
+        return []
+
+
+def baseline() -> str | None:
+    value = os.environ.get("LAB_BASELINE", "1.0.0")
+    return None if value in ("", "none") else value
+
+
+@dataclasses.dataclass
+class LabConfig:
+    app_count: int = 6
+    lb_count: int = 1
+    layout: str = "rolling"
+    subnet: str = "10.213.0.0/24"
+    bridge: str = "sdlab0"
+
+    @classmethod
+    def from_env(cls) -> "LabConfig":
+        def integer(name: str, default: int, low: int, high: int) -> int:
+            raw = os.environ.get(name, str(default))
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+            if not low <= value <= high:
+                raise ValueError(f"{name} must be between {low} and {high}, got {value}")
+            return value
+
+        layout = os.environ.get("LAB_LAYOUT", "rolling")
+        if layout not in ("rolling", "blue_green"):
+            raise ValueError(f"LAB_LAYOUT must be rolling or blue_green, got {layout!r}")
+        config = cls(app_count=integer("LAB_HOSTS", 6, 1, 200),
+                     lb_count=integer("LAB_LBS", 1, 1, 4), layout=layout,
+                     subnet=os.environ.get("LAB_SUBNET", "10.213.0.0/24"),
+                     bridge=os.environ.get("LAB_BRIDGE", "sdlab0"))
+        if layout == "blue_green" and config.app_count % 2:
+            raise ValueError(f"LAB_LAYOUT=blue_green needs an even LAB_HOSTS, got {config.app_count}")
+        network = ipaddress.ip_network(config.subnet)
+        if network.prefixlen != 24 or not network.is_private:
+            raise ValueError(f"LAB_SUBNET must be a private /24, got {config.subnet}")
+        return config
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LabConfig":
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def _ip(self, offset: int) -> str:
+        return str(ipaddress.ip_network(self.subnet).network_address + offset)
+
+    @property
+    def gateway(self) -> str:
+        return self._ip(1)
+
+    @property
+    def prefixlen(self) -> int:
+        return ipaddress.ip_network(self.subnet).prefixlen
+
+    @property
+    def lb_hosts(self) -> list[Host]:
+        return [Host(f"lb{i}", self._ip(1 + i), "lb") for i in range(1, self.lb_count + 1)]
+
+    @property
+    def monitoring_host(self) -> Host:
+        return Host("mon1", self._ip(9), "monitoring")
+
+    @property
+    def app_hosts(self) -> list[Host]:
+        half = self.app_count // 2
+        hosts = []
+        for i in range(1, self.app_count + 1):
+            pool = None
+            if self.layout == "blue_green":
+                pool = "blue" if i <= half else "green"
+            hosts.append(Host(f"web{i}", self._ip(10 + i), "app", pool))
+        return hosts
+
+    @property
+    def hosts(self) -> list[Host]:
+        return [*self.lb_hosts, self.monitoring_host, *self.app_hosts]
+
+    def host(self, name: str) -> Host | None:
+        return next((h for h in self.hosts if h.name == name), None)
+
+    @property
+    def lb_url(self) -> str:
+        return f"http://{self.lb_hosts[0].ip}/"
+
+    @property
+    def preview_url(self) -> str | None:
+        return f"http://{self.lb_hosts[0].ip}:8081/" if self.layout == "blue_green" else None
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://{self.monitoring_host.ip}:9090"
+
+    def backends(self) -> dict[str, list[Host]]:
+        if self.layout == "blue_green":
+            return {f"{APP}_{pool}": [h for h in self.app_hosts if h.pool == pool]
+                    for pool in ("blue", "green")}
+        return {APP: self.app_hosts}
+
+
+# --------------------------------------------------------------- artifacts
+def ensure_artifacts() -> dict:
+    sys.path.insert(0, HERE)
+    import build_artifacts  # noqa: PLC0415 - lab-only helper beside this file
+
+    return build_artifacts.build_all(ARTIFACTS)
+
+
+def artifact(version: str) -> tuple[str, str]:
+    path = os.path.join(ARTIFACTS, f"{APP}-{version}.tar.gz")
+    with open(path + ".sha256", encoding="ascii") as handle:
+        return path, handle.read().split()[0]
+
+
+def _release_store():
+    """The collection's own release store, used to lay down the baseline."""
+    sys.path.insert(0, os.path.join(REPO, "build", "collections"))
+    from ansible_collections.safedeploy.fleet.plugins.module_utils import _release  # noqa: PLC0415
+
+    return _release
+
+
+# --------------------------------------------------------------- host files
+def host_binds(config: LabConfig, host: Host, base: str) -> dict[str, str]:
+    """Host folders bound into the machine: {path on the host: path inside}."""
+    if host.role == "app":
+        return {os.path.join(base, "opt"): "/opt",
+                os.path.join(base, "units"): "/usr/local/lib/systemd/system"}
+    if host.role == "lb":
+        return {os.path.join(base, "haproxy"): "/etc/haproxy"}
+    return {os.path.join(base, "prometheus"): "/etc/prometheus"}
+
+
+def write_host_files(config: LabConfig, host: Host, base: str) -> dict[str, str]:
+    binds = host_binds(config, host, base)
+    for path in binds:
+        os.makedirs(path, exist_ok=True)
+    if host.role == "app":
+        _write_app(host, base)
+    elif host.role == "lb":
+        _write_haproxy(config, os.path.join(base, "haproxy"))
+    else:
+        _write_prometheus(config, os.path.join(base, "prometheus"))
+    return binds
+
+
+def _write_app(host: Host, base: str) -> None:
+    with open(os.path.join(base, "units", f"{APP}.service"), "w", encoding="ascii") as handle:
+        handle.write(APP_UNIT.format(port=APP_PORT))
+    version = baseline()
+    if version is None:
+        return
+    path, sha = artifact(version)
+    store = _release_store()
+    store.lab_install_baseline(os.path.join(base, "opt", APP), version, path, sha,
+                               actor="safedeploy-lab")
+
+
+def haproxy_vars(config: LabConfig) -> dict:
+    backends = [{"name": name, "servers": [{"name": h.name, "address": h.ip, "port": APP_PORT}
+                                           for h in hosts]}
+                for name, hosts in config.backends().items()]
+    frontends = [{"name": "web", "bind": "*:80"}]
+    maps = []
+    if config.layout == "blue_green":
+        frontends[0]["use_backend_map"] = {"key": APP, "map": LIVE_POOL_MAP, "prefix": f"{APP}_"}
+        frontends.append({"name": "preview", "bind": "*:8081", "use_backend_map": {
+            "key": APP, "map": LIVE_POOL_MAP.replace("live", "idle"), "prefix": f"{APP}_"}})
+        maps = [{"path": LIVE_POOL_MAP, "entries": {APP: "blue"}},
+                {"path": LIVE_POOL_MAP.replace("live", "idle"), "entries": {APP: "green"}}]
+    else:
+        frontends[0]["default_backend"] = APP
+    return {"haproxy_frontends": frontends, "haproxy_backends": backends, "haproxy_maps": maps}
+
+
+def render_haproxy(config: LabConfig) -> str:
+    import jinja2  # noqa: PLC0415 - controller venv only
+
+    sys.path.insert(0, HERE)
+    defaults = {} if os.environ.get("LAB_HAPROXY_TEMPLATE_TMP") else _role_defaults("haproxy")
+    context = {**defaults, **haproxy_vars(config)}
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                             trim_blocks=True, lstrip_blocks=True)
+    with open(HAPROXY_TEMPLATE, encoding="utf-8") as handle:
+        template = env.from_string(handle.read())
+    # Defaults may reference other defaults; render twice is enough here.
+    for key, value in list(context.items()):
+        if isinstance(value, str) and "{{" in value:
+            context[key] = env.from_string(value).render(context)
+    return template.render(context)
+
+
+def _role_defaults(role: str) -> dict:
+    import yaml  # noqa: PLC0415 - controller venv only
+
+    with open(os.path.join(REPO, "roles", role, "defaults", "main.yml"), encoding="utf-8") as handle:
+        return yaml.safe_load(handle) or {}
+
+
+def _write_haproxy(config: LabConfig, etc: str) -> None:
+    with open(os.path.join(etc, "haproxy.cfg"), "w", encoding="utf-8") as handle:
+        handle.write(render_haproxy(config))
+    for entry in haproxy_vars(config)["haproxy_maps"]:
+        path = os.path.join(etc, os.path.relpath(entry["path"], "/etc/haproxy"))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.writelines(f"{k} {v}\n" for k, v in entry["entries"].items())
+
+
+def _write_prometheus(config: LabConfig, etc: str) -> None:
+    targets = "".join(
+        f"      - targets: ['{h.ip}:{APP_PORT}']\n"
+        f"        labels: {{instance: {h.name}{', pool: ' + h.pool if h.pool else ''}}}\n"
+        for h in config.app_hosts)
+    with open(os.path.join(etc, "prometheus.yml"), "w", encoding="utf-8") as handle:
+        handle.write(PROMETHEUS_YML.format(app=APP, targets=targets))
+
+
+# --------------------------------------------------------------- inventory
+def write_inventory(config: LabConfig, path: str, key_file: str) -> None:
+    def hostvars(host: Host) -> dict:
+        data = {"ansible_host": host.ip}
+        if host.pool:
+            data["lab_pool"] = host.pool
+        return data
+
+    app_children = {}
+    if config.layout == "blue_green":
+        for pool in ("blue", "green"):
+            app_children[f"{APP}_{pool}"] = {"hosts": {h.name: None for h in config.app_hosts
+                                                       if h.pool == pool}}
+    inventory = {"all": {
+        "vars": {
+            "ansible_user": "root",
+            "ansible_ssh_private_key_file": key_file,
+            "ansible_ssh_common_args": "-o StrictHostKeyChecking=no "
+                                       "-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
+            "ansible_python_interpreter": "/usr/bin/python3",
+            "lab_layout": config.layout,
+            "lab_lb_url": config.lb_url,
+            "lab_preview_url": config.preview_url,
+            "lab_prometheus_url": config.prometheus_url,
+            "lab_artifacts_dir": ARTIFACTS,
+            "deploy_app": APP,
+            "deploy_app_port": APP_PORT,
+            "deploy_lb_backend": APP if config.layout == "rolling" else None,
+            "deploy_artifact": "{{ lab_artifacts_dir }}/" + APP + "-{{ deploy_version }}.tar.gz",
+            "deploy_artifact_checksum": "sha256:{{ lookup('ansible.builtin.file', "
+                                        "deploy_artifact ~ '.sha256').split()[0] }}",
+            "deploy_metrics_url": config.prometheus_url,
+        },
+        "children": {
+            "app": {"hosts": {h.name: hostvars(h) for h in config.app_hosts},
+                    "children": app_children},
+            "lb": {"hosts": {h.name: hostvars(h) for h in config.lb_hosts}},
+            "monitoring": {"hosts": {config.monitoring_host.name: hostvars(config.monitoring_host)}},
+        },
+    }}
+    if config.layout == "rolling":
+        del inventory["all"]["children"]["app"]["children"]
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write("# Written by tests/lab/lab.py up; do not edit (lab-down removes it).\n")
+        json.dump(inventory, handle, indent=2)  # JSON is YAML
+        handle.write("\n")
+    os.replace(tmp, path)
+
+
+def describe(host: Host) -> str:
+    """One status word for lab-status."""
+    try:
+        if host.role == "app":
+            with urllib.request.urlopen(f"http://{host.ip}:{APP_PORT}/", timeout=1) as resp:
+                return f"{APP} {resp.headers.get('X-App-Version')}" + (
+                    f" ({host.pool})" if host.pool else "")
+        if host.role == "lb":
+            with urllib.request.urlopen(f"http://{host.ip}/", timeout=1) as resp:
+                return f"haproxy :80 -> {resp.headers.get('X-App-Host')}"
+        with urllib.request.urlopen(f"http://{host.ip}:9090/-/ready", timeout=1) as resp:
+            return f"prometheus {resp.status}"
+    except OSError as exc:
+        return f"not answering ({exc.__class__.__name__})"
