@@ -52,9 +52,15 @@ ALLOWED_NETWORKS = (ipaddress.ip_network("127.0.0.0/8"),
 
 
 def check_target(host, port=80):
-    """Resolve host; raise ValueError unless every address is in the lab."""
+    """Resolve host (IPv4 for names); raise ValueError unless every address
+    is in the lab. Returns the sorted addresses."""
     try:
-        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+        ipaddress.ip_address(host)
+        family = socket.AF_UNSPEC  # a literal address: checked as given
+    except ValueError:
+        family = socket.AF_INET    # a name: the lab is IPv4 only
+    try:
+        infos = socket.getaddrinfo(host, port, family=family, proto=socket.IPPROTO_TCP)
     except socket.gaierror as exc:
         raise ValueError(f"cannot resolve {host!r}: {exc}") from exc
     addresses = sorted({info[4][0] for info in infos})
@@ -334,7 +340,10 @@ class TrafficRecorder:
             self._done.set()
 
     def _connect(self):
-        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        # Connect to the address that was checked, not to a name that could
+        # resolve differently later.
+        return http.client.HTTPConnection(self.addresses[0], self.port,
+                                          timeout=self.timeout)
 
     def _worker(self):
         conn = None
