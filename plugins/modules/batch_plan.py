@@ -11,7 +11,7 @@ module: batch_plan
 short_description: Compute rolling batches like Ansible's serial and refuse plans that cost too much capacity
 version_added: 0.1.0
 author:
-  - safedeploy.fleet contributors
+  - safedeploy.fleet contributors (@safedeploy)
 description:
   - Splits an ordered list of hosts into batches exactly as C(ansible-playbook) does for a play's
     C(serial) keyword, so the plan can be shown and checked before anything changes.

@@ -11,7 +11,7 @@ module: deploy_lock
 short_description: Take, hold, refresh and release a deployment lock per application and fleet
 version_added: 0.1.0
 author:
-  - safedeploy.fleet contributors
+  - safedeploy.fleet contributors (@safedeploy)
 description:
   - Keeps one lock per application and fleet in a file on the target host, so that two
     deployments (for example two scheduled AWX jobs) never change the same fleet at once.
@@ -264,7 +264,7 @@ def main():
     )
     params = module.params
     base = {"changed": False, "acquired": False, "holder": {}, "stale_takeover": False,
-                "forced_takeover": False, "previous_holder": {}}
+            "forced_takeover": False, "previous_holder": {}}
     try:
         lock = DeployLock(params["path"], params["name"])
         base["lock_file"] = lock.lock_file
@@ -300,7 +300,7 @@ def main():
     )
     if module._diff:
         out["diff"] = {"before": result.before or {}, "after": result.after or {},
-                           "before_header": lock.lock_file, "after_header": lock.lock_file}
+                       "before_header": lock.lock_file, "after_header": lock.lock_file}
     module.exit_json(**out)
 
 
