@@ -20,6 +20,7 @@ nothing is written: that is how check mode validates an artifact.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import stat
@@ -263,14 +264,16 @@ class _Extractor:
             self._count(member.size, name)
         rel = self._place(rel, name)
         self._claim(rel, "file", name)
-        source = tar.extractfile(member)
+        with _reading():
+            source = tar.extractfile(member)
         fd = None
         if self.dest is not None:
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
             fd = os.open(self._real(rel), flags, 0o600)
         try:
             while True:
-                chunk = source.read(_CHUNK)
+                with _reading():
+                    chunk = source.read(_CHUNK)
                 if not chunk:
                     break
                 self._count(len(chunk), name)
@@ -327,6 +330,22 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def _reading():
+    """Turn whatever tarfile and the decompressors raise into CorruptArchiveError.
+
+    Only wraps reads of the archive, so a failing write (disk full,
+    permissions) is still reported as what it is.
+    """
+    try:
+        yield
+    except ArchiveError:
+        raise
+    # TypeError: tarfile trips over some malformed gzip headers (Python 3.11).
+    except (tarfile.TarError, EOFError, zlib.error, OSError, ValueError, TypeError) as exc:
+        raise CorruptArchiveError(f"archive is truncated or corrupt: {exc}") from exc
+
+
 def extract(fileobj, dest, max_bytes: int) -> dict:
     """Unpack the tar stream ``fileobj`` into the empty directory ``dest``.
 
@@ -339,27 +358,23 @@ def extract(fileobj, dest, max_bytes: int) -> dict:
         if not stat.S_ISDIR(st.st_mode) or os.listdir(dest):
             raise ArchiveError(f"destination {dest!r} must be an empty directory")
     extractor = _Extractor(dest, max_bytes)
-    try:
-        # Stream mode: each member is read once, in order; nothing seeks back.
-        with tarfile.open(fileobj=fileobj, mode="r|*") as tar:
-            for member in tar:
-                extractor.member(tar, member)
-            stream = tar.fileobj
-            # tarfile stops quietly on a truncated header after the first
-            # member; a complete archive ends with a full zero block.
-            if hasattr(stream, "tell") and stream.tell() < tar.offset + tarfile.BLOCKSIZE:
-                raise CorruptArchiveError(
-                    f"archive is truncated: it ends at byte {stream.tell()} without the "
-                    "end-of-archive marker"
-                )
-    except ArchiveError:
-        raise
-    except (tarfile.TarError, EOFError, zlib.error) as exc:
-        raise CorruptArchiveError(f"archive is truncated or corrupt: {exc}") from exc
-    except (OSError, ValueError) as exc:
-        # lzma/bz2 decompression errors surface as OSError/ValueError too.
-        if isinstance(exc, OSError) and exc.filename is not None:
-            raise
-        raise CorruptArchiveError(f"archive is truncated or corrupt: {exc}") from exc
+    # Stream mode: each member is read once, in order; nothing seeks back.
+    with _reading():
+        tar = tarfile.open(fileobj=fileobj, mode="r|*")  # noqa: SIM115 - closed by "with tar"
+    with tar:
+        while True:
+            with _reading():
+                member = tar.next()
+            if member is None:
+                break
+            extractor.member(tar, member)
+        stream = tar.fileobj
+        # tarfile stops quietly on a truncated header after the first
+        # member; a complete archive ends with a full zero block.
+        if hasattr(stream, "tell") and stream.tell() < tar.offset + tarfile.BLOCKSIZE:
+            raise CorruptArchiveError(
+                f"archive is truncated: it ends at byte {stream.tell()} without the "
+                "end-of-archive marker"
+            )
     extractor.finish()
     return {"members": extractor.members, "bytes": extractor.total}
