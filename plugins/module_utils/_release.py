@@ -34,7 +34,7 @@ import socket
 import stat
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 from ansible_collections.safedeploy.fleet.plugins.module_utils._archive import (
     ArchiveError,
@@ -131,7 +131,7 @@ def validate_version(version) -> str:
         raise VersionError(
             f"version {version!r} is longer than {MAX_VERSION_LENGTH} characters"
         )
-    if not VERSION_RE.match(version):
+    if not VERSION_RE.fullmatch(version):
         raise VersionError(
             f"version {version!r} is not allowed: it must match {VERSION_RE.pattern} (letters, digits and . _ + -, "
             "starting with a letter or digit)"
@@ -146,7 +146,7 @@ def parse_checksum(checksum):
     """'sha256:<hex>' -> lower-case hex; 'skip' -> None."""
     if checksum == CHECKSUM_SKIP:
         return None
-    match = CHECKSUM_RE.match(checksum or "") if isinstance(checksum, str) else None
+    match = CHECKSUM_RE.fullmatch(checksum or "") if isinstance(checksum, str) else None
     if not match:
         raise ChecksumFormatError(
             f"checksum {checksum!r} is malformed: expected 'sha256:' followed by 64 hex digits, "
@@ -214,7 +214,7 @@ def default_actor(environ=None) -> str:
 
 
 def utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _resolve_ids(owner, group):
@@ -455,7 +455,7 @@ class ReleaseStore:
             )
         target = os.readlink(self.current_path)
         norm = os.path.normpath(os.path.join(self.root, target))
-        if os.path.dirname(norm) == self.releases_dir and VERSION_RE.match(os.path.basename(norm)):
+        if os.path.dirname(norm) == self.releases_dir and VERSION_RE.fullmatch(os.path.basename(norm)):
             return os.path.basename(norm), None
         return None, f"{self.current_path} points to {target!r}, which is not a release of this store"
 
@@ -466,7 +466,7 @@ class ReleaseStore:
             return set()
         return {
             n for n in names
-            if VERSION_RE.match(n) and os.path.isdir(os.path.join(self.releases_dir, n))
+            if VERSION_RE.fullmatch(n) and os.path.isdir(os.path.join(self.releases_dir, n))
             and not os.path.islink(os.path.join(self.releases_dir, n))
         }
 
@@ -830,13 +830,14 @@ def _check_existing(store, version, rec, src, expected, warnings):
     recorded = rec.get("sha256") if rec else None
     if recorded is None:
         raise ReleaseConflictError(
-            f"release {version!r} already exists at {store.release_path(version)} but its sha256 was never recorded, so it "
-            f"cannot be compared with src={src!r}; remove it or omit src"
+            f"release {version!r} already exists at {store.release_path(version)} but its sha256 "
+            f"was never recorded, so it cannot be compared with src={src!r}; remove it or omit src"
         )
     if recorded != actual:
         raise ReleaseConflictError(
-            f"release {version!r} already exists at {store.release_path(version)} with sha256 {recorded}, but src={src!r} has sha256 {actual}; "
-            "a release is never replaced, use a new version"
+            f"release {version!r} already exists at {store.release_path(version)} with sha256 "
+            f"{recorded}, but src={src!r} has sha256 {actual}; a release is never replaced, "
+            "use a new version"
         )
     return actual
 

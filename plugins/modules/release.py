@@ -231,8 +231,8 @@ warnings:
   elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.safedeploy.fleet.plugins.module_utils._release import (
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402 - after the docs, by convention
+from ansible_collections.safedeploy.fleet.plugins.module_utils._release import (  # noqa: E402
     DEFAULT_KEEP,
     DEFAULT_MAX_UNPACKED_BYTES,
     STATES,

@@ -135,8 +135,8 @@ history:
       type: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.safedeploy.fleet.plugins.module_utils._release import (
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402 - after the docs, by convention
+from ansible_collections.safedeploy.fleet.plugins.module_utils._release import (  # noqa: E402
     ReleaseError,
     info,
 )
