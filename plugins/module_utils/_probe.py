@@ -111,7 +111,7 @@ class ProbeSpec:
             try:
                 code = int(status)
             except (TypeError, ValueError):
-                raise ProbeConfigError(f"expected_status must hold HTTP status codes, got {status!r}")
+                raise ProbeConfigError(f"expected_status must hold HTTP status codes, got {status!r}") from None
             if not 100 <= code <= 599:
                 raise ProbeConfigError(f"expected_status must hold codes between 100 and 599, got {status!r}")
             statuses.append(code)
@@ -136,7 +136,8 @@ class ProbeSpec:
                 try:
                     self._compiled[expression] = jmespath.compile(str(expression))
                 except jmespath.exceptions.JMESPathError as exc:
-                    raise ProbeConfigError(f"json_checks: {expression!r} is not a valid JMESPath expression: {exc}")
+                    raise ProbeConfigError(
+                        f"json_checks: {expression!r} is not a valid JMESPath expression: {exc}") from exc
         return self
 
 
@@ -220,7 +221,7 @@ def validate_url(url):
     try:
         _port = parts.port
     except ValueError:
-        raise ProbeConfigError(f"URL has an invalid port: {redact_url(url)!r}")
+        raise ProbeConfigError(f"URL has an invalid port: {redact_url(url)!r}") from None
     return url.strip()
 
 
@@ -387,15 +388,19 @@ def describe_exception(exc, timeout=None):
         chain.append(seen)
         seen = seen.__cause__ or seen.__context__
         # urllib3 keeps the root cause in .reason
-        if seen is None and getattr(chain[-1], "reason", None) is not None and isinstance(chain[-1].reason, BaseException):
-            seen = chain[-1].reason
+        reason = getattr(chain[-1], "reason", None)
+        if seen is None and isinstance(reason, BaseException):
+            seen = reason
     texts = " ".join(str(c) for c in chain)
     kinds = {type(c).__name__ for c in chain}
     if requests is not None:
         if isinstance(exc, requests.exceptions.SSLError):
-            detail = "certificate verify failed" if "CERTIFICATE_VERIFY_FAILED" in texts else str(exc).split("(Caused by")[-1].strip(" ()")
+            if "CERTIFICATE_VERIFY_FAILED" in texts:
+                detail = "certificate verify failed"
+            else:
+                detail = str(exc).split("(Caused by")[-1].strip(" ()")
             return f"TLS error: {detail}"
-        if isinstance(exc, (requests.exceptions.ConnectTimeout, requests.exceptions.ReadTimeout, requests.exceptions.Timeout)):
+        if isinstance(exc, requests.exceptions.Timeout):
             kind = "connect timeout" if isinstance(exc, requests.exceptions.ConnectTimeout) else "timeout"
             return f"{kind} after {timeout:g} s" if timeout else kind
         if isinstance(exc, requests.exceptions.TooManyRedirects):

@@ -11,7 +11,7 @@ module: health_check
 short_description: Probe one or many HTTP endpoints concurrently until they are healthy
 version_added: 0.1.0
 author:
-  - safedeploy.fleet contributors
+  - safedeploy.fleet contributors (@safedeploy)
 description:
   - Sends HTTP requests to one O(url) or a batch of O(urls) at the same time (a thread pool of
     O(concurrency) workers) and checks every response - status code, JSON fields selected with
@@ -173,7 +173,8 @@ seealso:
 EXAMPLES = r"""
 - name: Wait until the batch answers /healthz with 200 and the new version
   safedeploy.fleet.health_check:
-    urls: "{{ ansible_play_batch | map('extract', hostvars, 'ansible_host') | map('regex_replace', '^(.*)$', 'http://\\1:8080/healthz') | list }}"
+    urls: "{{ ansible_play_batch | map('extract', hostvars, 'ansible_host')
+              | map('regex_replace', '^(.*)$', 'http://\\1:8080/healthz') | list }}"
     expected_headers:
       X-App-Version: "{{ deploy_version }}"
     json_checks:
@@ -298,10 +299,10 @@ endpoints:
       sample: 1.004
 """
 
-import time
+import time  # noqa: E402 - Ansible modules import after their documentation
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.safedeploy.fleet.plugins.module_utils._probe import (
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
+from ansible_collections.safedeploy.fleet.plugins.module_utils._probe import (  # noqa: E402
     HAS_JMESPATH,
     HAS_REQUESTS,
     JMESPATH_IMPORT_ERROR,

@@ -300,7 +300,8 @@ def test_run_probes_with_fake_clock_and_session():
     summary = summarize(states, None, 0, 1)
     assert summary["healthy"] is False and summary["healthy_count"] == 2
     assert summary["unhealthy_count"] == 1 and summary["elapsed"] == 1
-    assert failure_message(summary).startswith("1 of 3 endpoints unhealthy (2 healthy, 3 needed): http://c/: connection")
+    assert failure_message(summary).startswith(
+        "1 of 3 endpoints unhealthy (2 healthy, 3 needed): http://c/: connection refused")
     assert summarize(states, "60%")["healthy"] is True
 
 
