@@ -116,22 +116,16 @@ class HAProxyTimeoutError(HAProxyError):
 def parse_socket_address(address):
     """Return ``(family, sockaddr)`` for a UNIX path or ``tcp://host:port``."""
     if not address or not isinstance(address, str):
-        raise HAProxyValueError(
-            f"socket must be a UNIX socket path or tcp://host:port, got {address!r}"
-        )
+        raise HAProxyValueError(f"socket must be a UNIX socket path or tcp://host:port, got {address!r}")
     if address.startswith("tcp://"):
         rest = address[len("tcp://") :]
         host, sep, port = rest.rpartition(":")
         host = host.strip("[]")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise HAProxyValueError(
-                f"socket {address!r}: expected tcp://host:port with a port in 1..65535"
-            )
+            raise HAProxyValueError(f"socket {address!r}: expected tcp://host:port with a port in 1..65535")
         return socket.AF_UNSPEC, (host, int(port))
     if "://" in address:
-        raise HAProxyValueError(
-            f"socket {address!r}: only UNIX socket paths and tcp://host:port are supported"
-        )
+        raise HAProxyValueError(f"socket {address!r}: only UNIX socket paths and tcp://host:port are supported")
     return socket.AF_UNIX, address
 
 
@@ -180,16 +174,12 @@ class HAProxyClient:
                 f"timed out after {self.timeout:g}s connecting to HAProxy runtime API {self.address}"
             ) from exc
         except OSError as exc:
-            raise HAProxyConnectionError(
-                f"cannot connect to HAProxy runtime API {self.address}: {exc}"
-            ) from exc
+            raise HAProxyConnectionError(f"cannot connect to HAProxy runtime API {self.address}: {exc}") from exc
 
     def raw(self, command):
         """Send one command, return HAProxy's whole answer as text."""
         if "\n" in command or "\r" in command:
-            raise HAProxyValueError(
-                f"a runtime API command must be one line, got {command!r}"
-            )
+            raise HAProxyValueError(f"a runtime API command must be one line, got {command!r}")
         sock = self._connect()
         try:
             sock.sendall(command.encode("utf-8") + b"\n")
@@ -201,7 +191,8 @@ class HAProxyClient:
                 chunks.append(data)
         except TimeoutError as exc:
             raise HAProxyConnectionError(
-                f"timed out after {self.timeout:g}s waiting for HAProxy ({self.address}) to answer {command.split()[0:3]}"
+                f"timed out after {self.timeout:g}s waiting for HAProxy ({self.address}) "
+                f"to answer {' '.join(command.split()[0:3])!r}"
             ) from exc
         except OSError as exc:
             raise HAProxyConnectionError(
@@ -233,9 +224,7 @@ class HAProxyClient:
         """The level of this socket: ``admin``, ``operator`` or ``user``."""
         answer = self.command("show cli level").strip()
         if answer not in ("admin", "operator", "user"):
-            raise HAProxyResponseError(
-                f"unexpected answer to 'show cli level' on {self.address}: {answer[:80]!r}"
-            )
+            raise HAProxyResponseError(f"unexpected answer to 'show cli level' on {self.address}: {answer[:80]!r}")
         return answer
 
     def check_admin(self):
@@ -256,9 +245,7 @@ class HAProxyClient:
             if sep:
                 info[key.strip()] = value.strip()
         if "Version" not in info:
-            raise HAProxyResponseError(
-                f"unexpected answer to 'show info' on {self.address}"
-            )
+            raise HAProxyResponseError(f"unexpected answer to 'show info' on {self.address}")
         return info
 
     # -- servers -------------------------------------------------------------
@@ -268,9 +255,7 @@ class HAProxyClient:
         cmd = "show servers state" + (f" {_escape_arg(backend)}" if backend else "")
         answer = self.command(cmd)
         if answer.strip().startswith("Can't find backend"):
-            raise BackendNotFoundError(
-                f"HAProxy ({self.address}) has no backend {backend!r}"
-            )
+            raise BackendNotFoundError(f"HAProxy ({self.address}) has no backend {backend!r}")
         return parse_servers_state(answer)
 
     def show_stat(self):
@@ -287,16 +272,9 @@ class HAProxyClient:
         """Every server (of one backend, or of all), merged from servers state and stat."""
         states = self.show_servers_state(backend)
         stats = {(r.get("pxname"), r.get("svname")): r for r in self.show_stat()}
-        if backend is not None and not any(
-            r.get("pxname") == backend for r in stats.values()
-        ):
-            raise BackendNotFoundError(
-                f"HAProxy ({self.address}) has no backend {backend!r}"
-            )
-        return [
-            _merge_server(state, stats.get((state["be_name"], state["srv_name"])))
-            for state in states
-        ]
+        if backend is not None and not any(r.get("pxname") == backend for r in stats.values()):
+            raise BackendNotFoundError(f"HAProxy ({self.address}) has no backend {backend!r}")
+        return [_merge_server(state, stats.get((state["be_name"], state["srv_name"]))) for state in states]
 
     def get_server(self, backend, name):
         """One server; raise if the backend or the server does not exist."""
@@ -305,28 +283,20 @@ class HAProxyClient:
         for server in self.list_servers(backend):
             if server["name"] == name:
                 return server
-        raise ServerNotFoundError(
-            f"HAProxy ({self.address}) backend {backend!r} has no server {name!r}"
-        )
+        raise ServerNotFoundError(f"HAProxy ({self.address}) backend {backend!r} has no server {name!r}")
 
     def set_state(self, backend, name, state):
         """``set server B/S state ready|drain|maint``."""
         if state not in ADMIN_STATES:
-            raise HAProxyValueError(
-                f"state must be one of {', '.join(ADMIN_STATES)}, got {state!r}"
-            )
-        answer = self.command(
-            f"set server {_escape_arg(backend)}/{_escape_arg(name)} state {state}"
-        )
+            raise HAProxyValueError(f"state must be one of {', '.join(ADMIN_STATES)}, got {state!r}")
+        answer = self.command(f"set server {_escape_arg(backend)}/{_escape_arg(name)} state {state}")
         _check_server_answer(answer, backend, name, self.address, f"state {state}")
 
     def set_weight(self, backend, name, weight):
         """``set weight B/S N`` or ``N%`` (percentage of the configured weight)."""
         kind, number = parse_weight(weight)
         arg = f"{number}%" if kind == "percent" else str(number)
-        answer = self.command(
-            f"set weight {_escape_arg(backend)}/{_escape_arg(name)} {arg}"
-        )
+        answer = self.command(f"set weight {_escape_arg(backend)}/{_escape_arg(name)} {arg}")
         _check_server_answer(answer, backend, name, self.address, f"weight {arg}")
 
     def wait_drained(self, backend, name, timeout, interval=POLL_INTERVAL):
@@ -336,9 +306,7 @@ class HAProxyClient:
             row = self._server_stat(backend, name)
             if row is None:
                 self.get_server(backend, name)  # raises the precise not-found error
-                raise ServerNotFoundError(
-                    f"HAProxy ({self.address}) backend {backend!r} has no server {name!r}"
-                )
+                raise ServerNotFoundError(f"HAProxy ({self.address}) backend {backend!r} has no server {name!r}")
             scur = _int(row.get("scur"))
             waited = time.monotonic() - start
             if scur == 0:
@@ -411,9 +379,7 @@ class HAProxyClient:
                 continue
             parts = line.split(" ", 2)
             if len(parts) < 2 or not parts[0].startswith("0x"):
-                raise HAProxyResponseError(
-                    f"unexpected line in 'show map {map_name}': {line[:80]!r}"
-                )
+                raise HAProxyResponseError(f"unexpected line in 'show map {map_name}': {line[:80]!r}")
             entries.append((parts[1], parts[2] if len(parts) > 2 else ""))
         return entries
 
@@ -435,13 +401,9 @@ class HAProxyClient:
         validate_map_entry(key, value)
         previous = self.get_map_value(map_name, key)
         if previous is None:
-            answer = self.command(
-                f"add map {_escape_arg(map_name)} {_escape_arg(key)} {_escape_arg(value)}"
-            )
+            answer = self.command(f"add map {_escape_arg(map_name)} {_escape_arg(key)} {_escape_arg(value)}")
         else:
-            answer = self.command(
-                f"set map {_escape_arg(map_name)} {_escape_arg(key)} {_escape_arg(value)}"
-            )
+            answer = self.command(f"set map {_escape_arg(map_name)} {_escape_arg(key)} {_escape_arg(value)}")
         _check_map_answer(answer, map_name, self.address)
         if answer.strip():
             raise HAProxyCommandError(
@@ -471,9 +433,7 @@ class HAProxyClient:
 
 def _require_name(what, value):
     if not value or not isinstance(value, str) or any(c in value for c in " \t\n/;"):
-        raise HAProxyValueError(
-            f"{what} name must be a non-empty word without spaces, '/' or ';', got {value!r}"
-        )
+        raise HAProxyValueError(f"{what} name must be a non-empty word without spaces, '/' or ';', got {value!r}")
 
 
 def _int(value, default=0):
@@ -490,12 +450,8 @@ def _check_server_answer(answer, backend, name, address, what):
     if text.startswith("No such backend"):
         raise BackendNotFoundError(f"HAProxy ({address}) has no backend {backend!r}")
     if text.startswith("No such server"):
-        raise ServerNotFoundError(
-            f"HAProxy ({address}) backend {backend!r} has no server {name!r}"
-        )
-    raise HAProxyCommandError(
-        f"HAProxy ({address}) refused to set {what} on {backend}/{name}: {text}"
-    )
+        raise ServerNotFoundError(f"HAProxy ({address}) backend {backend!r} has no server {name!r}")
+    raise HAProxyCommandError(f"HAProxy ({address}) refused to set {what} on {backend}/{name}: {text}")
 
 
 def _check_map_answer(answer, map_name, address):
@@ -513,7 +469,8 @@ def parse_servers_state(text):
         raise HAProxyResponseError("empty answer to 'show servers state'")
     if lines[0].strip() != SERVERS_STATE_VERSION:
         raise HAProxyResponseError(
-            f"unsupported 'show servers state' format version {lines[0].strip()[:40]!r} (expected {SERVERS_STATE_VERSION})"
+            f"unsupported 'show servers state' format version {lines[0].strip()[:40]!r} "
+            f"(expected {SERVERS_STATE_VERSION})"
         )
     if len(lines) < 2 or not lines[1].startswith("#"):
         raise HAProxyResponseError("'show servers state' answer has no header line")
@@ -594,9 +551,7 @@ def _merge_server(state, stat):
     server = {
         "backend": state.get("be_name"),
         "name": state.get("srv_name"),
-        "operational_state": operational_state_from_stat(
-            stat.get("status"), state.get("srv_op_state")
-        ),
+        "operational_state": operational_state_from_stat(stat.get("status"), state.get("srv_op_state")),
         "status": (stat.get("status") or "").strip(),
         "admin_state": admin_state_from_flags(state.get("srv_admin_state")),
         "weight": _int(state.get("srv_uweight")),
@@ -607,9 +562,7 @@ def _merge_server(state, stat):
         "backup": stat.get("bck") == "1",
     }
     server["healthy"] = is_healthy(server["status"], server["check_status"])
-    server["in_rotation"] = (
-        server["healthy"] and server["admin_state"] == "ready" and server["weight"] > 0
-    )
+    server["in_rotation"] = server["healthy"] and server["admin_state"] == "ready" and server["weight"] > 0
     return server
 
 
@@ -621,9 +574,7 @@ def _addr(state):
 def parse_weight(weight):
     """``("absolute", N)`` for 0..256, ``("percent", P)`` for ``"P%"`` (0..100+)."""
     if isinstance(weight, bool):
-        raise HAProxyValueError(
-            f"weight must be an integer 0..{MAX_WEIGHT} or a percentage like '50%', got {weight!r}"
-        )
+        raise HAProxyValueError(f"weight must be an integer 0..{MAX_WEIGHT} or a percentage like '50%', got {weight!r}")
     if isinstance(weight, int):
         kind, text = "absolute", str(weight)
     else:
@@ -632,14 +583,10 @@ def parse_weight(weight):
         if text.endswith("%"):
             kind, text = "percent", text[:-1].strip()
     if not text.isdigit():
-        raise HAProxyValueError(
-            f"weight must be an integer 0..{MAX_WEIGHT} or a percentage like '50%', got {weight!r}"
-        )
+        raise HAProxyValueError(f"weight must be an integer 0..{MAX_WEIGHT} or a percentage like '50%', got {weight!r}")
     number = int(text)
     if kind == "absolute" and number > MAX_WEIGHT:
-        raise HAProxyValueError(
-            f"weight must be between 0 and {MAX_WEIGHT}, got {weight!r}"
-        )
+        raise HAProxyValueError(f"weight must be between 0 and {MAX_WEIGHT}, got {weight!r}")
     return kind, number
 
 
@@ -658,15 +605,11 @@ def resolve_weight(weight, initial_weight):
 
 def validate_map_entry(key, value):
     if not isinstance(key, str) or not key or any(c.isspace() for c in key):
-        raise HAProxyValueError(
-            f"map key must be a non-empty string without whitespace, got {key!r}"
-        )
+        raise HAProxyValueError(f"map key must be a non-empty string without whitespace, got {key!r}")
     if not isinstance(value, str) or "\n" in value or "\r" in value:
         raise HAProxyValueError(f"map value must be a single line, got {value!r}")
     if value != value.strip():
-        raise HAProxyValueError(
-            f"map value must not start or end with whitespace, got {value!r}"
-        )
+        raise HAProxyValueError(f"map value must not start or end with whitespace, got {value!r}")
 
 
 # --------------------------------------------------------------------------
@@ -680,9 +623,7 @@ def read_map_file(path):
         with open(path, encoding="utf-8") as handle:
             return handle.read()
     except FileNotFoundError as exc:
-        raise MapFileError(
-            f"map file {path} does not exist (create it before using it in haproxy.cfg)"
-        ) from exc
+        raise MapFileError(f"map file {path} does not exist (create it before using it in haproxy.cfg)") from exc
     except OSError as exc:
         raise MapFileError(f"cannot read map file {path}: {exc}") from exc
 
@@ -739,9 +680,7 @@ def atomic_write(path, content, default_mode=0o644):
     try:
         fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=directory)
     except OSError as exc:
-        raise HAProxyFileError(
-            f"cannot create a temporary file next to {path}: {exc}"
-        ) from exc
+        raise HAProxyFileError(f"cannot create a temporary file next to {path}: {exc}") from exc
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(content)
@@ -780,13 +719,9 @@ def main(argv=None):
     """``_haproxy.py save-state --socket S --file F [--missing-ok]``."""
     import argparse
 
-    parser = argparse.ArgumentParser(
-        prog="_haproxy.py", description="HAProxy runtime API helper"
-    )
+    parser = argparse.ArgumentParser(prog="_haproxy.py", description="HAProxy runtime API helper")
     sub = parser.add_subparsers(dest="action", required=True)
-    save = sub.add_parser(
-        "save-state", help="dump 'show servers state' into a server-state-file"
-    )
+    save = sub.add_parser("save-state", help="dump 'show servers state' into a server-state-file")
     save.add_argument("--socket", default=DEFAULT_SOCKET)
     save.add_argument("--file", required=True)
     save.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT)

@@ -116,8 +116,8 @@ persisted:
   sample: true
 """
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.safedeploy.fleet.plugins.module_utils._haproxy import (
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible_collections.safedeploy.fleet.plugins.module_utils._haproxy import (  # noqa: E402
     HAProxyClient,
     HAProxyError,
     atomic_write,
@@ -135,9 +135,7 @@ def run(module):
     validate_map_entry(key, value if value is not None else "")
 
     client = HAProxyClient(p["socket"], p["timeout"])
-    before = client.get_map_value(
-        map_name, key
-    )  # raises if the runtime does not know the map
+    before = client.get_map_value(map_name, key)  # raises if the runtime does not know the map
     file_text = file_before = None
     new_text = None
     if p["persist"]:

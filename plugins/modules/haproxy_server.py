@@ -157,7 +157,9 @@ before:
   type: dict
   contains:
     operational_state:
-      description: What HAProxy reports (C(UP), C(DOWN), C(MAINT), C(DRAIN), C(NOLB), ...); C(no check) is reported as C(UP).
+      description:
+        - What HAProxy reports (C(UP), C(DOWN), C(MAINT), C(DRAIN), C(NOLB), ...).
+        - C(no check) is reported as C(UP).
       type: str
       sample: UP
     admin_state:
@@ -200,8 +202,8 @@ initial_weight:
   sample: 100
 """
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.safedeploy.fleet.plugins.module_utils._haproxy import (
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible_collections.safedeploy.fleet.plugins.module_utils._haproxy import (  # noqa: E402
     HAProxyClient,
     HAProxyError,
     HAProxyTimeoutError,
@@ -228,9 +230,7 @@ def _predict(before, admin_state, weight):
     ):
         after["operational_state"] = "DRAIN"
     elif admin_state == "ready" and before["operational_state"] in ("DRAIN", "MAINT"):
-        after["operational_state"] = (
-            "UP" if before["operational_state"] == "DRAIN" else "DOWN"
-        )
+        after["operational_state"] = "UP" if before["operational_state"] == "DRAIN" else "DOWN"
     return after
 
 
@@ -265,11 +265,7 @@ def run(module):
         client.check_admin()
 
     want_state = p["state"] or before["admin_state"]
-    want_weight = (
-        before["weight"]
-        if p["weight"] is None
-        else resolve_weight(p["weight"], before["initial_weight"])
-    )
+    want_weight = before["weight"] if p["weight"] is None else resolve_weight(p["weight"], before["initial_weight"])
     changed = want_state != before["admin_state"] or want_weight != before["weight"]
 
     takes_out = before["in_rotation"] and (want_state != "ready" or want_weight == 0)
@@ -327,9 +323,7 @@ def run(module):
 
     after = client.get_server(backend, name)
     result["after"] = _view(after)
-    result["drained"] = (
-        after["admin_state"] != "ready" and after["current_sessions"] == 0
-    )
+    result["drained"] = after["admin_state"] != "ready" and after["current_sessions"] == 0
     result["waited"] = round(result["waited"], 3)
     return result
 
@@ -358,9 +352,7 @@ def main():
     )
     for option in ("drain_timeout", "up_timeout"):
         if module.params[option] < 0:
-            module.fail_json(
-                msg=f"{option} must be >= 0 seconds, got {module.params[option]}"
-            )
+            module.fail_json(msg=f"{option} must be >= 0 seconds, got {module.params[option]}")
     try:
         result = run(module)
     except HAProxyError as exc:

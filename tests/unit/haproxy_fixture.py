@@ -102,8 +102,7 @@ class HAProxy:
                 "defaults\n"
                 "  mode http\n"
                 "  timeout connect 1s\n  timeout client 30s\n  timeout server 30s\n"
-                "  load-server-state-from-file global\n"
-                + body.replace("FRONT_PORT", str(self.front_port))
+                "  load-server-state-from-file global\n" + body.replace("FRONT_PORT", str(self.front_port))
             )
         self.procs = []
         self._start([])
