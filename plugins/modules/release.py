@@ -11,7 +11,7 @@ module: release
 short_description: Unpack, activate, judge and prune releases of an application on one host
 version_added: 0.1.0
 author:
-  - safedeploy.fleet contributors
+  - safedeploy.fleet contributors (@safedeploy)
 description:
   - Manages the release store of one application on the target host. Under O(path) it keeps
     C(releases/<version>/) (unpacked artifacts), C(current) (a relative symlink to the active

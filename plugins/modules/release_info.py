@@ -11,7 +11,7 @@ module: release_info
 short_description: Show the current, last good and rollback release of an application on one host
 version_added: 0.1.0
 author:
-  - safedeploy.fleet contributors
+  - safedeploy.fleet contributors (@safedeploy)
 description:
   - Reads the release store under O(path) that M(safedeploy.fleet.release) maintains and returns
     the current release, the last good one, the rollback candidate, the releases on disk and the

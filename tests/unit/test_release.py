@@ -129,7 +129,7 @@ def test_invalid_versions_are_refused_with_the_value(root, version):
 @pytest.mark.parametrize("checksum", ["", "abc", "sha256:123", "md5:" + "0" * 32,
                                       "sha256:" + "g" * 64, "sha256:" + "0" * 65, "SKIP"])
 def test_malformed_checksum(root, artifact, checksum):
-    src, _ = artifact("1.0")
+    src = artifact("1.0")[0]
     with pytest.raises(ChecksumFormatError, match="malformed") as info_:
         apply(root, "1.0", "active", src=src, checksum=checksum)
     assert repr(checksum) in str(info_.value)
@@ -240,7 +240,7 @@ def test_missing_artifact_file(root, tmp_path):
 
 
 def test_checksum_required_to_unpack(root, artifact):
-    src, _ = artifact("1.0")
+    src = artifact("1.0")[0]
     with pytest.raises(ChecksumRequiredError, match="checksum is required"):
         apply(root, "1.0", "active", src=src)
     assert not os.path.exists(os.path.join(root, "releases", "1.0"))
@@ -259,7 +259,7 @@ def test_checksum_mismatch_before_opening_archive(root, deploy, artifact, monkey
     before = snapshot(root)
     opened = []
     monkeypatch.setattr(rel, "extract", lambda *a, **k: opened.append(a))
-    src, _ = artifact("1.1")
+    src = artifact("1.1")[0]
     wrong = "sha256:" + "ab" * 32
     with pytest.raises(ChecksumMismatchError) as info_:
         apply(root, "1.1", "active", src=src, checksum=wrong)
@@ -291,7 +291,7 @@ def test_failed_unpack_leaves_nothing_and_current_untouched(root, deploy, artifa
 def test_truncated_artifact_leaves_nothing(root, deploy, tmp_path):
     deploy("1.0")
     before = snapshot(root)
-    good, _ = write_artifact(tmp_path / "full.tgz", {"data": os.urandom(100_000)})
+    good = write_artifact(tmp_path / "full.tgz", {"data": os.urandom(100_000)})[0]
     with open(good, "rb") as handle:
         raw = handle.read()
     cut = tmp_path / "cut.tgz"

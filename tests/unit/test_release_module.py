@@ -69,7 +69,7 @@ def test_skip_becomes_an_ansible_warning(capsys, tmp_path, artifact, monkeypatch
     # global, and its output format changed in 2.19.
     warned = []
     monkeypatch.setattr(release.AnsibleModule, "warn", lambda self, msg: warned.append(msg))
-    src, _ = artifact
+    src = artifact[0]
     res = run(capsys, release, {"path": str(tmp_path / "app"), "version": "1.0", "src": src,
                                 "checksum": "skip"})
     assert res["_rc"] == 0 and res["changed"]
