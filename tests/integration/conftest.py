@@ -26,7 +26,7 @@ import lab as labmod  # noqa: E402
 import labconfig  # noqa: E402
 from traffic import TrafficRecorder  # noqa: E402
 
-INVENTORY = os.path.join(LAB_DIR, "inventory.yml")
+INVENTORY = labmod.INVENTORY
 
 
 def lab_cli(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:

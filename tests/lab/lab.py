@@ -41,7 +41,7 @@ import rootfs  # noqa: E402
 STATE_DIR = os.environ.get("LAB_STATE_DIR", "/var/lib/safedeploy-lab")
 STATE_FILE = os.path.join(STATE_DIR, "state.json")
 KEY_FILE = os.path.join(STATE_DIR, "id_ed25519")
-INVENTORY = os.path.join(HERE, "inventory.yml")
+INVENTORY = os.environ.get("LAB_INVENTORY", os.path.join(HERE, "inventory.yml"))
 REQUIRED_COMMANDS = {  # command -> Debian package that provides it
     "debootstrap": "debootstrap",
     "systemd-nspawn": "systemd-container",
@@ -263,11 +263,41 @@ def wait_ready(config: labconfig.LabConfig, hosts: list[labconfig.Host], timeout
                        % (timeout, "\n  ".join(problems), STATE_DIR))
 
 
+def haproxy_client(state: dict, lb: str):
+    """The LB's runtime API, reached from the host through /proc/PID/root."""
+    sys.path.insert(0, os.path.join(REPO, "build", "collections"))
+    from ansible_collections.safedeploy.fleet.plugins.module_utils import _haproxy  # noqa: PLC0415
+
+    leader = machine_leader(state["hosts"][lb]["pid"])
+    return _haproxy.HAProxyClient(f"/proc/{leader}/root/run/haproxy/admin.sock", timeout=2)
+
+
+def wait_servers_up(config: labconfig.LabConfig, state: dict, timeout: float = 30) -> None:
+    """A fleet is ready when every LB health-checks every server UP."""
+    if not labconfig.baseline():
+        return
+    deadline = time.monotonic() + timeout
+    for lb in config.lb_hosts:
+        down: list = []
+        while time.monotonic() < deadline:
+            try:
+                servers = haproxy_client(state, lb.name).list_servers()
+                down = [f"{s['backend']}/{s['name']}" for s in servers if not s.get("healthy")]
+            except Exception as exc:  # noqa: BLE001 - socket not there yet while booting
+                down = [f"runtime API: {exc}"]
+            if not down:
+                break
+            time.sleep(0.2)
+        else:
+            raise LabError(f"{lb.name}: servers not UP after {timeout:.0f} s: {', '.join(down)}")
+
+
 def boot(config: labconfig.LabConfig, hosts: list[labconfig.Host], state: dict) -> None:
     root = rootfs.ensure_rootfs(log=log)
     for host in hosts:
         start_machine(config, host, state, root, prepare_host_files(config, host))
     wait_ready(config, hosts)
+    wait_servers_up(config, state)
 
 
 # --------------------------------------------------------------- commands

@@ -18,7 +18,7 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 ARTIFACTS = os.path.join(REPO, "build", "artifacts")
 APP = "demoapp"
 APP_PORT = 8080
-HAPROXY_TEMPLATE = os.environ.get("LAB_HAPROXY_TEMPLATE_TMP") or os.path.join(REPO, "roles", "haproxy", "templates", "haproxy.cfg.j2")
+HAPROXY_TEMPLATE = os.path.join(REPO, "roles", "haproxy", "templates", "haproxy.cfg.j2")
 LIVE_POOL_MAP = "/etc/haproxy/maps/live_pool.map"
 
 APP_UNIT = """\
@@ -55,14 +55,18 @@ class Host:
     ip: str
     role: str  # app | lb | monitoring
     pool: str | None = None  # blue | green in the blue/green layout
+    prefix: str = "sd"  # LAB_NAME: lets two labs live side by side
 
     @property
     def netns(self) -> str:
-        return f"sdl-{self.name}"
+        return f"{self.prefix}l-{self.name}"
 
     @property
     def veth(self) -> str:
-        return f"sdv-{self.name}"[:15]
+        name = f"{self.prefix}v-{self.name}"
+        if len(name) > 15:
+            raise ValueError(f"interface name {name!r} is longer than 15 characters; use a shorter LAB_NAME")
+        return name
 
     @property
     def units(self) -> list[str]:
@@ -90,6 +94,7 @@ class LabConfig:
     layout: str = "rolling"
     subnet: str = "10.213.0.0/24"
     bridge: str = "sdlab0"
+    name: str = "sd"
 
     @classmethod
     def from_env(cls) -> "LabConfig":
@@ -109,7 +114,10 @@ class LabConfig:
         config = cls(app_count=integer("LAB_HOSTS", 6, 1, 200),
                      lb_count=integer("LAB_LBS", 1, 1, 4), layout=layout,
                      subnet=os.environ.get("LAB_SUBNET", "10.213.0.0/24"),
-                     bridge=os.environ.get("LAB_BRIDGE", "sdlab0"))
+                     bridge=os.environ.get("LAB_BRIDGE", "sdlab0"),
+                     name=os.environ.get("LAB_NAME", "sd"))
+        if not config.name.isalnum() or len(config.name) > 4:
+            raise ValueError(f"LAB_NAME must be 1-4 letters or digits, got {config.name!r}")
         if layout == "blue_green" and config.app_count % 2:
             raise ValueError(f"LAB_LAYOUT=blue_green needs an even LAB_HOSTS, got {config.app_count}")
         network = ipaddress.ip_network(config.subnet)
@@ -137,11 +145,11 @@ class LabConfig:
 
     @property
     def lb_hosts(self) -> list[Host]:
-        return [Host(f"lb{i}", self._ip(1 + i), "lb") for i in range(1, self.lb_count + 1)]
+        return [Host(f"lb{i}", self._ip(1 + i), "lb", prefix=self.name) for i in range(1, self.lb_count + 1)]
 
     @property
     def monitoring_host(self) -> Host:
-        return Host("mon1", self._ip(9), "monitoring")
+        return Host("mon1", self._ip(9), "monitoring", prefix=self.name)
 
     @property
     def app_hosts(self) -> list[Host]:
@@ -151,7 +159,7 @@ class LabConfig:
             pool = None
             if self.layout == "blue_green":
                 pool = "blue" if i <= half else "green"
-            hosts.append(Host(f"web{i}", self._ip(10 + i), "app", pool))
+            hosts.append(Host(f"web{i}", self._ip(10 + i), "app", pool, prefix=self.name))
         return hosts
 
     @property
@@ -234,8 +242,12 @@ def _write_app(host: Host, base: str) -> None:
         return
     path, sha = artifact(version)
     store = _release_store()
-    store.lab_install_baseline(os.path.join(base, "opt", APP), version, path, sha,
-                               actor="safedeploy-lab")
+    root = os.path.join(base, "opt", APP)
+    # The same steps the release role takes, done from outside the machine
+    # so a fresh fleet is ready the moment it boots.
+    for state in ("active", "good"):
+        store.apply(root, version, state=state, src=path, checksum=f"sha256:{sha}",
+                    actor="safedeploy-lab (baseline)")
 
 
 def haproxy_vars(config: LabConfig) -> dict:
@@ -259,7 +271,7 @@ def render_haproxy(config: LabConfig) -> str:
     import jinja2  # noqa: PLC0415 - controller venv only
 
     sys.path.insert(0, HERE)
-    defaults = {} if os.environ.get("LAB_HAPROXY_TEMPLATE_TMP") else _role_defaults("haproxy")
+    defaults = _role_defaults("haproxy")
     context = {**defaults, **haproxy_vars(config)}
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                              trim_blocks=True, lstrip_blocks=True)
@@ -330,6 +342,8 @@ def write_inventory(config: LabConfig, path: str, key_file: str) -> None:
             "deploy_artifact_checksum": "sha256:{{ lookup('ansible.builtin.file', "
                                         "deploy_artifact ~ '.sha256').split()[0] }}",
             "deploy_metrics_url": config.prometheus_url,
+            "deploy_exec_start": f"/usr/bin/python3 /opt/{APP}/current/{APP}.py --port {APP_PORT}",
+            "deploy_version_header": "X-App-Version",
         },
         "children": {
             "app": {"hosts": {h.name: hostvars(h) for h in config.app_hosts},
