@@ -84,7 +84,7 @@ class Lab:
     def haproxy_servers(self, lb: str = "lb1") -> dict[str, dict]:
         from ansible_collections.safedeploy.fleet.plugins.module_utils import _haproxy
 
-        client = _haproxy.RuntimeClient(self.admin_socket(lb))
+        client = _haproxy.HAProxyClient(self.admin_socket(lb))
         return {s["name"]: s for s in client.list_servers()}
 
     def history(self, host: str, app: str = "demoapp") -> dict:
