@@ -398,7 +398,7 @@ def describe_exception(exc, timeout=None):
             if "CERTIFICATE_VERIFY_FAILED" in texts:
                 detail = "certificate verify failed"
             else:
-                detail = str(exc).split("(Caused by")[-1].strip(" ()")
+                detail = str(exc).rsplit("(Caused by", maxsplit=1)[-1].strip(" ()")
             return f"TLS error: {detail}"
         if isinstance(exc, requests.exceptions.Timeout):
             kind = "connect timeout" if isinstance(exc, requests.exceptions.ConnectTimeout) else "timeout"

@@ -154,7 +154,7 @@ def test_redirect_not_followed_by_default(server):
 
 
 def test_probes_run_concurrently(server):
-    servers = [server(Reply(200, delay=0.3)) for _ in range(30)]
+    servers = [server(Reply(200, delay=0.3)) for _index in range(30)]
     began = time.monotonic()
     states = check([s.url for s in servers], RetryPolicy(interval=0.05, deadline=5), concurrency=30)
     took = time.monotonic() - began
@@ -163,7 +163,7 @@ def test_probes_run_concurrently(server):
 
 
 def test_mixed_fleet_summary_and_message(server):
-    good = [server(Reply(200)) for _ in range(3)]
+    good = [server(Reply(200)) for _index in range(3)]
     bad = server(Reply(503))
     refused = f"http://127.0.0.1:{closed_port()}/healthz"
     states = check([g.url for g in good] + [bad.url, refused],
