@@ -81,7 +81,7 @@ def test_deadline_is_respected(server):
     began = time.monotonic()
     (state,) = check(srv.url, RetryPolicy(interval=0.1, deadline=0.5))
     took = time.monotonic() - began
-    assert 0.3 < took < 1.5
+    assert 0.3 < took < 2.5
     assert state.healthy is False and 4 <= state.attempts <= 6
 
 
@@ -120,8 +120,11 @@ def test_watch_catches_a_crash_after_becoming_healthy(server):
     (state,) = check(srv.url, RetryPolicy(interval=0.05, deadline=3, watch_seconds=5))
     assert time.monotonic() - began < 2.5  # ended at the crash, not after the watch
     assert state.healthy is False and state.attempts > 3
-    # refused once the port is closed; reset when the close hits a pending connection
-    assert state.reason.split(" (")[0] in ("connection refused", "connection reset")
+    # refused once the port is closed; reset or closed when the close hits a
+    # connection that was already accepted
+    assert state.last_status is None
+    assert state.reason.split(" (")[0] in (
+        "connection refused", "connection reset", "connection closed without a response")
     assert "(during the liveness watch" in state.reason
 
 
@@ -129,7 +132,7 @@ def test_watch_passes_for_a_stable_endpoint(server):
     srv = server(Reply(200))
     began = time.monotonic()
     (state,) = check(srv.url, RetryPolicy(interval=0.1, deadline=3, watch_seconds=0.5, failure_threshold=2))
-    assert 0.45 < time.monotonic() - began < 1.5
+    assert 0.45 < time.monotonic() - began < 2.5
     assert state.healthy is True and 5 <= state.attempts <= 8
 
 
@@ -159,7 +162,7 @@ def test_probes_run_concurrently(server):
     states = check([s.url for s in servers], RetryPolicy(interval=0.05, deadline=5), concurrency=30)
     took = time.monotonic() - began
     assert all(s.healthy for s in states)
-    assert took < 2.0, f"30 x 0.3 s probes took {took:.2f} s: not concurrent"
+    assert took < 3.0, f"30 x 0.3 s probes took {took:.2f} s: not concurrent (serially: 9 s)"
 
 
 def test_mixed_fleet_summary_and_message(server):
