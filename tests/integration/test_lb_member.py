@@ -16,8 +16,7 @@ def flat(result) -> str:
 
 
 def run_state(state: str, check: bool = False, host: str = "web1", **extra):
-    result = ansible_playbook(PLAYBOOK, extra_vars={"target": host, "lb_member_state": state, **extra},
-                              check=check)
+    result = ansible_playbook(PLAYBOOK, extra_vars={"target": host, "lb_member_state": state, **extra}, check=check)
     assert result.returncode == 0, result.stdout
     return result
 
