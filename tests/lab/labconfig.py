@@ -313,7 +313,9 @@ def _write_prometheus(config: LabConfig, etc: str) -> None:
 # --------------------------------------------------------------- inventory
 def write_inventory(config: LabConfig, path: str, key_file: str) -> None:
     def hostvars(host: Host) -> dict:
-        data = {"ansible_host": host.ip}
+        # Per host, not in all.vars: the implicit localhost must keep the
+        # controller's Python (it runs health_check with requests).
+        data = {"ansible_host": host.ip, "ansible_python_interpreter": "/usr/bin/python3"}
         if host.pool:
             data["lab_pool"] = host.pool
         return data
@@ -329,7 +331,6 @@ def write_inventory(config: LabConfig, path: str, key_file: str) -> None:
             "ansible_ssh_private_key_file": key_file,
             "ansible_ssh_common_args": "-o StrictHostKeyChecking=no "
                                        "-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
-            "ansible_python_interpreter": "/usr/bin/python3",
             "lab_layout": config.layout,
             "lab_lb_url": config.lb_url,
             "lab_preview_url": config.preview_url,
