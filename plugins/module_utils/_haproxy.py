@@ -736,16 +736,16 @@ def main(argv=None):
         client.save_servers_state(args.file)
     except HAProxyConnectionError as exc:
         if args.missing_ok:
-            print(f"not saved: {exc}")
+            sys.stdout.write(f"not saved: {exc}\n")
             return 0
-        print(f"error: {exc}", file=sys.stderr)
+        sys.stderr.write(f"error: {exc}\n")
         return 1
     except HAProxyError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        sys.stderr.write(f"error: {exc}\n")
         return 1
-    print(f"saved {args.file}")
+    sys.stdout.write(f"saved {args.file}\n")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

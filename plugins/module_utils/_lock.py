@@ -188,18 +188,18 @@ class DeployLock:
     def read(self):
         """Return the current lock record, or None when there is no lock."""
         try:
-            with open(self.lock_file, "r", encoding="utf-8") as handle:
+            with open(self.lock_file, encoding="utf-8") as handle:
                 text = handle.read()
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise LockCorruptError(f"cannot read lock file {self.lock_file}: {exc}")
+            raise LockCorruptError(f"cannot read lock file {self.lock_file}: {exc}") from exc
         try:
             record = json.loads(text)
         except ValueError as exc:
             raise LockCorruptError(
                 f"lock file {self.lock_file} is not valid JSON ({exc}); remove it or use force"
-            )
+            ) from exc
         if not isinstance(record, dict) or not record.get("run_id") \
                 or not isinstance(record.get("expires_at_epoch"), (int, float)):
             raise LockCorruptError(
@@ -262,7 +262,7 @@ class DeployLock:
         try:
             os.makedirs(self.directory, mode=0o755, exist_ok=True)
         except OSError as exc:
-            raise LockError(f"cannot create lock directory {self.directory}: {exc}")
+            raise LockError(f"cannot create lock directory {self.directory}: {exc}") from exc
         if not os.path.isdir(self.directory):
             raise LockError(f"lock path {self.directory} exists and is not a directory")
 
@@ -527,7 +527,7 @@ class _Guard:
         try:
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise LockError(f"cannot open lock guard file {self.path}: {exc}")
+            raise LockError(f"cannot open lock guard file {self.path}: {exc}") from exc
         while True:
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX)
@@ -535,7 +535,7 @@ class _Guard:
             except OSError as exc:  # pragma: no cover - EINTR is retried by Python 3.5+
                 if exc.errno != errno.EINTR:
                     os.close(self.fd)
-                    raise LockError(f"cannot lock guard file {self.path}: {exc}")
+                    raise LockError(f"cannot lock guard file {self.path}: {exc}") from exc
         return self
 
     def __exit__(self, *exc):

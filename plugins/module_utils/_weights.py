@@ -83,7 +83,7 @@ def _to_fraction(label, value):
         try:
             return Fraction(text)
         except (ValueError, ZeroDivisionError):
-            raise WeightValueError(f"{label} must be a number, got {value!r}")
+            raise WeightValueError(f"{label} must be a number, got {value!r}") from None
     raise WeightValueError(f"{label} must be a number, got {value!r}")
 
 
@@ -160,7 +160,7 @@ def canary_weights(percent, n_canary, n_stable, base_weight=100, max_weight=HAPR
     for w_s in range(1, max_weight + 1):
         ideal = ratio * w_s
         low = ideal.numerator // ideal.denominator
-        for w_c in {min(max(low, 1), max_weight), min(max(low + 1, 1), max_weight)}:
+        for w_c in sorted({min(max(low, 1), max_weight), min(max(low + 1, 1), max_weight)}):
             achieved = Fraction(100 * n_canary * w_c, n_canary * w_c + n_stable * w_s)
             key = (abs(achieved - requested), abs(w_s - base_weight), abs(w_c - base_weight), w_s, w_c)
             if best_key is None or key < best_key:

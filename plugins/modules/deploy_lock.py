@@ -288,8 +288,8 @@ def main():
 
     for warning in result.warnings:
         module.warn(warning)
-    out = dict(
-        base,
+    out = dict(base)
+    out.update(
         changed=result.changed,
         acquired=result.acquired,
         holder=result.holder or {},

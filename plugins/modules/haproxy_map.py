@@ -10,7 +10,7 @@ module: haproxy_map
 short_description: Set or remove an HAProxy map entry at runtime and persist it to the map file
 version_added: 0.1.0
 author:
-  - safedeploy.fleet contributors
+  - safedeploy.fleet contributors (@safedeploy)
 description:
   - Sets (adds or changes) or removes one entry of an HAProxy map through the runtime API, so the change
     takes effect immediately without a reload.

@@ -10,7 +10,7 @@ module: haproxy_server
 short_description: Set one HAProxy server's state and weight through the runtime API
 version_added: 0.1.0
 author:
-  - safedeploy.fleet contributors
+  - safedeploy.fleet contributors (@safedeploy)
 description:
   - Puts one server of an HAProxy backend in C(ready), C(drain) or C(maint) state and/or sets its weight,
     through the HAProxy runtime API (the C(stats socket)), on a UNIX socket or a TCP address.

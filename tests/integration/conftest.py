@@ -32,7 +32,7 @@ INVENTORY = labmod.INVENTORY
 def lab_cli(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run([sys.executable, os.path.join(LAB_DIR, "lab.py"), *args],
                             env={**os.environ, **(env or {})}, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            capture_output=True)
     if check and result.returncode != 0:
         raise AssertionError(f"lab.py {' '.join(args)} failed:\n{result.stderr}")
     return result
@@ -72,7 +72,7 @@ class Lab:
             ["ssh", "-i", self.key, "-o", "StrictHostKeyChecking=no", "-o",
              "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "BatchMode=yes",
              "-o", "ConnectTimeout=5", f"root@{ip}", command],
-            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+            text=True, capture_output=True, timeout=60)
         if check and result.returncode != 0:
             raise AssertionError(f"ssh {host} {command!r} failed: {result.stderr}")
         return result

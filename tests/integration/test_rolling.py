@@ -74,7 +74,7 @@ def test_rolling_good_release_drops_nothing(fresh_lab, traffic):
     assert failed_requests(traffic) == []
     assert len(traffic.records) > 1000
     hosts = [h.name for h in fresh_lab.app_hosts]
-    assert {h: fresh_lab.version_on(h) for h in hosts} == {h: "2.0.0" for h in hosts}
+    assert {h: fresh_lab.version_on(h) for h in hosts} == dict.fromkeys(hosts, "2.0.0")
     for host in hosts:
         history = fresh_lab.history(host)
         assert history["history"][-1]["version"] == "2.0.0"
@@ -134,7 +134,7 @@ def test_failure_in_a_later_batch_undoes_the_hosts_already_updated(fresh_lab, tr
 
 
 def _lb_state(lab, server: str, state: str) -> None:
-    run = ansible_playbook(LB_MEMBER, "--limit", server, extra_vars={"lb_member_state": state})
+    run = ansible_playbook(LB_MEMBER, extra_vars={"target": server, "lb_member_state": state})
     assert run.returncode == 0, run.stdout[-3000:]
 
 

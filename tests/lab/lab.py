@@ -61,7 +61,7 @@ def log(message: str) -> None:
 
 
 def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    result = subprocess.run(argv, capture_output=True, text=True)
     if check and result.returncode != 0:
         raise LabError(f"{' '.join(argv)} failed: {result.stderr.strip()}")
     return result
@@ -94,6 +94,22 @@ def preflight_host() -> None:
     if missing:
         raise LabError("missing Debian packages: " + " ".join(missing)
                        + f" (install with: apt-get install -y {' '.join(missing)})")
+
+
+def raise_inotify_limit(minimum: int = 1024) -> None:
+    """Each booted machine's systemd takes ~7 inotify instances; the kernel
+    default (128 per user, and every machine runs as root) runs out at
+    about 18 machines, after which sshd silently fails to start."""
+    path = "/proc/sys/fs/inotify/max_user_instances"
+    try:
+        with open(path, encoding="ascii") as handle:
+            current = int(handle.read())
+        if current < minimum:
+            with open(path, "w", encoding="ascii") as handle:
+                handle.write(str(minimum))
+            log(f"lab: raised fs.inotify.max_user_instances from {current} to {minimum}")
+    except OSError as exc:
+        raise LabError(f"cannot raise fs.inotify.max_user_instances to {minimum}: {exc}") from exc
 
 
 def preflight_network(config: labconfig.LabConfig) -> None:
@@ -259,8 +275,8 @@ def wait_ready(config: labconfig.LabConfig, hosts: list[labconfig.Host], timeout
     with concurrent.futures.ThreadPoolExecutor(len(hosts) or 1) as pool:
         problems = [p for p in pool.map(check, hosts) if p]
     if problems:
-        raise LabError("machines did not come up within %ds:\n  %s\n(logs in %s/logs)"
-                       % (timeout, "\n  ".join(problems), STATE_DIR))
+        listing = "\n  ".join(problems)
+        raise LabError(f"machines did not come up within {timeout:.0f}s:\n  {listing}\n(logs in {STATE_DIR}/logs)")
 
 
 def haproxy_client(state: dict, lb: str):
@@ -318,6 +334,7 @@ def cmd_up(config: labconfig.LabConfig) -> None:
         log("lab: removing what an earlier lab left behind")
         cmd_down(quiet=True)
     preflight_network(config)
+    raise_inotify_limit(max(1024, 16 * len(config.hosts)))
     labconfig.ensure_artifacts()
     ensure_key()
     state = {"config": config.to_dict(), "bridge": None, "hosts": {},

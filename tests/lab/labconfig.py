@@ -97,7 +97,7 @@ class LabConfig:
     name: str = "sd"
 
     @classmethod
-    def from_env(cls) -> "LabConfig":
+    def from_env(cls) -> LabConfig:
         def integer(name: str, default: int, low: int, high: int) -> int:
             raw = os.environ.get(name, str(default))
             try:
@@ -126,7 +126,7 @@ class LabConfig:
         return config
 
     @classmethod
-    def from_dict(cls, data: dict) -> "LabConfig":
+    def from_dict(cls, data: dict) -> LabConfig:
         return cls(**data)
 
     def to_dict(self) -> dict:

@@ -63,7 +63,7 @@ def test_index_and_names(built):
 
 
 def test_sha256_files_verify_with_sha256sum(built):
-    out, _ = built
+    out, _ignored = built
     files = sorted(f for f in os.listdir(out) if f.endswith(".sha256"))
     proc = subprocess.run(["sha256sum", "-c", *files], cwd=out, check=False,
                           capture_output=True, text=True)

@@ -37,13 +37,13 @@ class App:
             c.close()
 
     def json(self, path):
-        status, _, body = self.get(path)
+        status, _ignored, body = self.get(path)
         return status, json.loads(body)
 
     def wait_ready(self, deadline=5.0):
         end = time.monotonic() + deadline
         while time.monotonic() < end:
-            status, _, _ = self.get("/ready")
+            status, _ignored, _ignored = self.get("/ready")
             if status == 200:
                 return
             time.sleep(0.05)
@@ -141,7 +141,7 @@ def test_readiness_after_warmup(start):
 def test_sleep_endpoint(start):
     app = start()
     t0 = time.monotonic()
-    status, _, body = app.get("/sleep?ms=200")
+    status, _ignored, body = app.get("/sleep?ms=200")
     assert status == 200 and time.monotonic() - t0 >= 0.2
     assert json.loads(body)["slept_ms"] == 200
     assert app.get("/sleep?ms=10001")[0] == 400
@@ -151,7 +151,7 @@ def test_sleep_endpoint(start):
 def test_keep_alive(start):
     app = start()
     c = app.conn()
-    for _ in range(5):
+    for _ignored in range(5):
         c.request("GET", "/")
         r = c.getresponse()
         r.read()
@@ -185,7 +185,7 @@ def test_version_read_once_through_realpath(tmp_path):
             app2.proc.wait()
             app2.proc.stderr.close()
         # ... while the first still is what it was started as.
-        _, body = app.json("/")
+        _ignored, body = app.json("/")
         assert body["version"] == "1.0.0"
     finally:
         app.proc.kill()
@@ -195,7 +195,7 @@ def test_version_read_once_through_realpath(tmp_path):
 
 def test_metrics(start):
     app = start()
-    for _ in range(3):
+    for _ignored in range(3):
         app.get("/")
     app.get("/missing")
     app.get("/healthz")
@@ -241,7 +241,7 @@ def test_never_ready(start):
     app = start("never_ready", "2.1.0-never-ready")
     time.sleep(0.4)
     assert app.get("/ready")[0] == 503
-    status, headers, _ = app.get("/")
+    status, headers, _ignored = app.get("/")
     assert status == 200 and headers["X-App-Version"] == "2.1.0-never-ready"
     assert app.get("/healthz")[0] == 200
 
@@ -261,7 +261,7 @@ def test_crash_default_from_release_json(start):
 def test_errors(start):
     app = start("errors", "2.1.0-errors", error_ratio=1.0)
     app.wait_ready()
-    status, headers, _ = app.get("/")
+    status, headers, _ignored = app.get("/")
     assert status == 500 and headers["X-App-Version"] == "2.1.0-errors"
     assert app.get("/healthz")[0] == 200
     assert app.get("/ready")[0] == 200
@@ -271,7 +271,7 @@ def test_errors(start):
 
 def test_errors_ratio(start):
     app = start("errors", "2.1.0-errors", error_ratio=0.5)
-    codes = [app.get("/")[0] for _ in range(60)]
+    codes = [app.get("/")[0] for _ignored in range(60)]
     assert set(codes) == {200, 500}
 
 
@@ -338,7 +338,7 @@ def test_sigterm_drains_in_flight_then_exits(start):
         socket.create_connection(("127.0.0.1", app.port), timeout=2).close()
     t.join()
     assert "error" not in result, result
-    status, headers, _ = result["response"]
+    status, headers, _ignored = result["response"]
     assert status == 200 and headers["X-App-Version"] == "2.0.0"
     assert app.proc.wait(timeout=5) == 0
     assert time.monotonic() - t_term < 3  # idle keep-alive did not hold it up

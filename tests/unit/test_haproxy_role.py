@@ -109,7 +109,7 @@ def test_template_renders_with_plain_jinja2_and_validates(tmp_path, trim):
 
 
 def test_template_defaults_off(tmp_path):
-    variables, _ = lab_vars(tmp_path)
+    variables, _ignored = lab_vars(tmp_path)
     variables.update(haproxy_stats_tcp_enabled=False, haproxy_prometheus_enabled=False)
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(os.path.join(ROLE, "templates")),

@@ -342,12 +342,12 @@ def test_concurrent_takers_exactly_one_wins(tmp_path):
     procs = [ctx.Process(target=_contender, args=(lockdir, f"run-{i}", barrier, queue)) for i in range(count)]
     for proc in procs:
         proc.start()
-    results = [queue.get(timeout=30) for _ in procs]
+    results = [queue.get(timeout=30) for _ignored in procs]
     for proc in procs:
         proc.join(timeout=30)
     winners = [run for run, outcome in results if outcome == "won"]
     assert len(winners) == 1, results
-    losers = [outcome for _, outcome in results if outcome != "won"]
+    losers = [outcome for _ignored, outcome in results if outcome != "won"]
     assert all(outcome == "lost:" + winners[0] for outcome in losers)
     assert DeployLock(lockdir, NAME).read()["run_id"] == winners[0]
     leftovers = [f for f in os.listdir(lockdir) if f.endswith(".tmp")]

@@ -24,6 +24,7 @@ from ansible_collections.safedeploy.fleet.plugins.module_utils._plan import (
 
 # -- Ansible's own batching, as the reference ---------------------------------
 
+
 class _FakeInventory:
     def __init__(self, hosts):
         self._hosts = hosts

@@ -140,7 +140,7 @@ def test_target_path():
 # -- live ------------------------------------------------------------------------------
 
 def test_rate_is_respected_and_records_written(demoapp, tmp_path):
-    _, url = demoapp()
+    _ignored, url = demoapp()
     out = tmp_path / "t.jsonl"
     t0 = time.monotonic()
     rec = TrafficRecorder(url, rate=50, duration=1.0, out=str(out))
@@ -218,7 +218,7 @@ def test_server_death_is_counted(demoapp, tmp_path):
 
 
 def test_http_errors_are_failures(demoapp):
-    _, url = demoapp("errors", "2.1.0-errors", error_ratio=1.0)
+    _ignored, url = demoapp("errors", "2.1.0-errors", error_ratio=1.0)
     summary = TrafficRecorder(url, rate=200, max_requests=20).run()
     assert summary.total == 20 and summary.failed == 20 and summary.ok == 0
     assert summary.errors == {"http_500": 20}
@@ -226,7 +226,7 @@ def test_http_errors_are_failures(demoapp):
 
 
 def test_timeout_is_a_failure(demoapp):
-    _, url = demoapp()
+    _ignored, url = demoapp()
     summary = TrafficRecorder(url, rate=100, max_requests=2, timeout=0.2,
                               path="/sleep?ms=1000").run()
     assert summary.failed == 2 and summary.errors == {"timeout": 2}
@@ -260,7 +260,7 @@ def test_summarize_and_share_between():
 
 
 def test_cli(demoapp, tmp_path):
-    _, url = demoapp()
+    _ignored, url = demoapp()
     out = tmp_path / "cli.jsonl"
     proc = subprocess.run([sys.executable, TRAFFIC, "--url", url, "--rate", "40",
                            "--duration", "0.5", "--out", str(out)],
@@ -291,7 +291,7 @@ def test_cli_refuses_outside_lab():
 
 
 def test_natural_end_sends_every_scheduled_request(demoapp):
-    _, url = demoapp()
+    _ignored, url = demoapp()
     # one connection, 50 ms per request, 100/s: the worker falls behind, but
     # every one of the max_requests is still sent before run() returns
     summary = TrafficRecorder(url, rate=100, max_requests=6, connections=1,
@@ -300,7 +300,7 @@ def test_natural_end_sends_every_scheduled_request(demoapp):
 
 
 def test_early_stop_reports_not_sent(demoapp):
-    _, url = demoapp()
+    _ignored, url = demoapp()
     rec = TrafficRecorder(url, rate=100, connections=1, path="/sleep?ms=300")
     with rec:
         time.sleep(0.2)
