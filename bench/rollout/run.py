@@ -36,6 +36,7 @@ import platform
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -108,10 +109,13 @@ def fleet_state(config: labconfig.LabConfig) -> dict:
     """What every app host runs (asked over HTTP) and what HAProxy has in rotation."""
     versions = {}
     for host in config.app_hosts:
+        # /healthz: the errors flavour fails only user requests, never-ready only /ready.
         try:
-            with urllib.request.urlopen(f"http://{host.ip}:{labconfig.APP_PORT}/", timeout=3) as resp:
+            with urllib.request.urlopen(f"http://{host.ip}:{labconfig.APP_PORT}/healthz", timeout=3) as resp:
                 versions[host.name] = resp.headers.get("X-App-Version") or "?"
-        except Exception as exc:  # noqa: BLE001 - any failure means "not answering"
+        except urllib.error.HTTPError as exc:  # it answered: an error status still names the version
+            versions[host.name] = exc.headers.get("X-App-Version") or f"HTTP {exc.code}"
+        except Exception as exc:  # noqa: BLE001 - any other failure means "not answering"
             versions[host.name] = f"not answering ({exc.__class__.__name__})"
     servers = {}
     try:
