@@ -140,7 +140,9 @@ def _wanted_config() -> dict:
 def lab():
     state = labmod.load_state()
     started_here = False
-    if state is None or state["config"] != _wanted_config() or lab_cli("status", check=False).returncode:
+    # A lab brought up from another checkout wrote its inventory there: up again.
+    if (state is None or state["config"] != _wanted_config() or not os.path.exists(INVENTORY)
+            or lab_cli("status", check=False).returncode):
         lab_cli("up")
         started_here = True
     yield Lab()
