@@ -398,6 +398,8 @@ def cmd_reset(names: list[str] | None = None) -> None:
     with concurrent.futures.ThreadPoolExecutor(len(hosts)) as pool:
         list(pool.map(lambda h: stop_machine(state["hosts"][h.name].get("pid")), hosts))
     boot(config, hosts, state)
+    # The inventory belongs to the checkout that asks: write it here too.
+    labconfig.write_inventory(config, INVENTORY, KEY_FILE)
     log(f"lab: reset {len(hosts)} machine(s) in {time.monotonic() - started:.1f} s")
 
 
