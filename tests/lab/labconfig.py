@@ -257,11 +257,15 @@ def haproxy_vars(config: LabConfig) -> dict:
     frontends = [{"name": "web", "bind": "*:80"}]
     maps = []
     if config.layout == "blue_green":
+        # One map decides both routes: key <app> names the live pool (port 80),
+        # key <app>_preview the idle one (port 8081). The blue_green role
+        # switches both entries together, on every load balancer.
         frontends[0]["use_backend_map"] = {"key": APP, "map": LIVE_POOL_MAP, "prefix": f"{APP}_"}
-        frontends.append({"name": "preview", "bind": "*:8081", "use_backend_map": {
-            "key": APP, "map": LIVE_POOL_MAP.replace("live", "idle"), "prefix": f"{APP}_"}})
-        maps = [{"path": LIVE_POOL_MAP, "entries": {APP: "blue"}},
-                {"path": LIVE_POOL_MAP.replace("live", "idle"), "entries": {APP: "green"}}]
+        frontends[0]["default_backend"] = f"{APP}_blue"
+        frontends.append({"name": "preview", "bind": "*:8081", "default_backend": f"{APP}_green",
+                          "use_backend_map": {"key": f"{APP}_preview", "map": LIVE_POOL_MAP,
+                                              "prefix": f"{APP}_"}})
+        maps = [{"path": LIVE_POOL_MAP, "entries": {APP: "blue", f"{APP}_preview": "green"}}]
     else:
         frontends[0]["default_backend"] = APP
     return {"haproxy_frontends": frontends, "haproxy_backends": backends, "haproxy_maps": maps}
@@ -324,7 +328,8 @@ def write_inventory(config: LabConfig, path: str, key_file: str) -> None:
     if config.layout == "blue_green":
         for pool in ("blue", "green"):
             app_children[f"{APP}_{pool}"] = {"hosts": {h.name: None for h in config.app_hosts
-                                                       if h.pool == pool}}
+                                                       if h.pool == pool},
+                                             "vars": {"deploy_lb_backend": f"{APP}_{pool}"}}
     inventory = {"all": {
         "vars": {
             "ansible_user": "root",
