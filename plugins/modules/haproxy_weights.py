@@ -199,7 +199,7 @@ def run(module):
         requested, achieved = plan.requested_percent, plan.achieved_percent
 
     before = {n: servers[n]["weight"] for n in canary + stable}
-    after = {**{n: w_c for n in canary}, **{n: w_s for n in stable}}
+    after = {**dict.fromkeys(canary, w_c), **dict.fromkeys(stable, w_s)}
     changed = before != after
     if changed:
         client.check_admin()
