@@ -61,16 +61,18 @@ README_END = "<!-- bench:rollout:end -->"
 
 def cells(quick: bool) -> list[dict]:
     """What to run: one cell per (scenario, method), methods interleaved per scenario."""
-    # scenario, release the fleet starts on, release deployed, traffic path
-    scenarios = [("good", "1.0.0", "2.0.0", "/")]
+    # scenario, release the fleet starts on, release deployed, traffic path,
+    # HAProxy retry-on (None: the lab's, from roles/haproxy defaults)
+    scenarios = [("good", "1.0.0", "2.0.0", "/", None)]
     methods = ("a", "c") if quick else ("a", "b", "c")
     if not quick:
-        scenarios += [("never-ready", "1.0.0", "2.1.0-never-ready", "/"),
-                      ("errors", "1.0.0", "2.1.0-errors", "/"),
-                      ("long requests", "1.0.0", "2.0.0", LONG_PATH),
-                      ("nograceful", "2.0.0-nograceful", "2.0.0", LONG_PATH)]
-    return [{"scenario": s, "baseline": b, "version": v, "path": p, "method": m}
-            for s, b, v, p in scenarios for m in methods]
+        scenarios += [("never-ready", "1.0.0", "2.1.0-never-ready", "/", None),
+                      ("errors", "1.0.0", "2.1.0-errors", "/", None),
+                      ("long requests", "1.0.0", "2.0.0", LONG_PATH, None),
+                      ("nograceful", "2.0.0-nograceful", "2.0.0", LONG_PATH, None),
+                      ("nograceful-no-retry", "2.0.0-nograceful", "2.0.0", LONG_PATH, "conn-failure")]
+    return [{"scenario": s, "baseline": b, "version": v, "path": p, "retry_on": r, "method": m}
+            for s, b, v, p, r in scenarios for m in methods]
 
 
 def log(msg: str) -> None:
@@ -85,6 +87,41 @@ def lab_cli(*args: str, env: dict | None = None) -> float:
     if result.returncode != 0:
         raise SystemExit(f"lab.py {' '.join(args)} failed:\n{result.stderr}")
     return time.monotonic() - started
+
+
+def reset(baseline: str) -> float:
+    """lab.py reset, tried twice: a machine that fails to boot once under load must not end the bench."""
+    try:
+        return lab_cli("reset", env={"LAB_BASELINE": baseline})
+    except SystemExit as exc:
+        log(f"    lab.py reset failed once, trying again: {str(exc).strip().splitlines()[-1]}")
+        return lab_cli("reset", env={"LAB_BASELINE": baseline})
+
+
+def set_retry_on(config: labconfig.LabConfig, retry_on: str) -> None:
+    """Replace HAProxy's `retry-on` on every LB (until the next reset) and reload it.
+
+    The lab's HAProxy (roles/haproxy defaults) retries GETs on another server
+    when a connection fails or a response is cut (`retry-on conn-failure
+    empty-response response-timeout`, `option redispatch`), which hides a cut
+    request from the client. `conn-failure` alone is HAProxy's behaviour
+    without a retry-on line.
+    """
+    for lb in config.lb_hosts:
+        path = os.path.join(labmod.host_dir(lb), "haproxy", "haproxy.cfg")
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.read().splitlines(keepends=True)
+        changed = [f"    retry-on {retry_on}\n" if line.strip().startswith("retry-on ") else line for line in lines]
+        if changed == lines:
+            raise SystemExit(f"{path}: no retry-on line to replace")
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.writelines(changed)
+        subprocess.run(["ssh", "-i", labmod.KEY_FILE, "-o", "StrictHostKeyChecking=no", "-o",
+                        "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "BatchMode=yes",
+                        f"root@{lb.ip}", "haproxy -c -q -f /etc/haproxy/haproxy.cfg && systemctl reload haproxy"],
+                       check=True, timeout=60)
+    time.sleep(1.0)
+    labmod.wait_servers_up(config, labmod.load_state())
 
 
 def bench_collections() -> str | None:
@@ -131,7 +168,9 @@ def fleet_state(config: labconfig.LabConfig) -> dict:
 def run_cell(cell: dict, config: labconfig.LabConfig, args, collections: str | None, logdir: str) -> dict:
     name = f"{cell['scenario']}-{cell['method']}".replace(" ", "_")
     label, playbook = METHODS[cell["method"]]
-    reset_s = lab_cli("reset", env={"LAB_BASELINE": cell["baseline"]})
+    reset_s = reset(cell["baseline"])
+    if cell.get("retry_on"):
+        set_retry_on(config, cell["retry_on"])
     before = fleet_state(config)
     long_requests = cell["path"] != "/"
     env = {**os.environ, "ANSIBLE_CONFIG": os.path.join(REPO, "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
@@ -157,7 +196,7 @@ def run_cell(cell: dict, config: labconfig.LabConfig, args, collections: str | N
     failed = [r for r in records if r["error"] or not 200 <= (r["status"] or 0) < 300]
     after = fleet_state(config)
     result = {
-        **cell, "label": label, "rc": proc.returncode,
+        **cell, "label": label, "rc": proc.returncode, "run": args.run_id,
         "wall_s": round(deploy_end - deploy_start, 2), "reset_s": round(reset_s, 2),
         "requests": summary.total, "failed": summary.failed, "not_sent": summary.not_sent,
         "failed_during_deploy": sum(1 for r in failed if r["t"] < deploy_end),
@@ -198,14 +237,21 @@ def markdown(results: list[dict], meta: dict) -> str:
         f"Measured {meta['date']} on {meta['machine']}; {meta['ansible']}; community.general "
         f"{meta['community_general']}; {meta['hosts']} app hosts behind one HAProxy, batches "
         f"`rolling_serial` {meta['serial']} for all three; traffic {meta['rate']:g} req/s through the LB "
-        f"from 1 s before each deploy until {meta['tail']:g} s after it; one run, cells interleaved.",
+        f"from 1 s before each deploy until {meta['tail']:g} s after it; "
+        + ("one run, cells interleaved." if len(meta.get("runs", [])) <= 1 else
+           "; ".join(f"run {i} started {run}" for i, run in enumerate(meta["runs"], 1))
+           + "; the (a), (b), (c) cells of one scenario always come from the same run, interleaved."),
         "",
         "| release (traffic) | rollout | failed requests (during / after deploy) | deploy wall time "
         "| playbook | versions left | servers in rotation |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        traffic = "" if r["path"] == "/" else f" (`{r['path']}`)"
+        notes = ([] if r["path"] == "/" else [f"`{r['path']}`"]) + (
+            [f"HAProxy `retry-on {r['retry_on']}`"] if r.get("retry_on") else [])
+        traffic = f" ({', '.join(notes)})" if notes else ""
+        if len(meta.get("runs", [])) > 1:
+            traffic += f" [run {meta['runs'].index(r['run']) + 1}]"
         release = f"{r['baseline']} → {r['version']}{traffic}"
         errors = ", ".join(f"{k} {v}" for k, v in sorted(r["errors"].items()))
         failed = f"**{r['failed']}** of {r['requests']}"
@@ -242,10 +288,12 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=100.0, help="requests/s through the LB (default 100)")
     parser.add_argument("--tail", type=float, default=20.0, help="seconds of traffic after each deploy (default 20)")
     parser.add_argument("--only", help="comma-separated scenarios to run (good,never-ready,errors,"
-                                       "long requests,nograceful)")
+                                       "long requests,nograceful,nograceful-no-retry)")
     parser.add_argument("--methods", help="comma-separated methods to run (a,b,c)")
     parser.add_argument("--json", default=os.path.join(REPO, "build", "bench", "rollout.json"))
     parser.add_argument("--readme", help="write the table into this README between the rollout markers")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the cells of the existing --json file that this run does not redo")
     parser.add_argument("--keep-lab", action="store_true", help="leave the lab up at the end")
     args = parser.parse_args()
 
@@ -279,16 +327,29 @@ def main() -> int:
         "hosts": len(config.app_hosts), "serial": "[1, '25%']", "rate": args.rate, "tail": args.tail,
         "lab_state_dir": labmod.STATE_DIR, "quick": args.quick,
     }
-    results = []
+    args.run_id = time.strftime("%Y-%m-%d %H:%M")
+    results, kept = [], []
+    if args.merge and os.path.exists(args.json):
+        with open(args.json, encoding="utf-8") as handle:
+            previous = json.load(handle)
+        redo = {(c["scenario"], c["method"]) for c in todo}
+        kept = [r for r in previous["results"] if (r["scenario"], r["method"]) not in redo]
+        for r in kept:
+            r.setdefault("run", previous["meta"].get("run_id", previous["meta"]["date"]))
+        meta["earlier_runs"] = previous["meta"].get("earlier_runs", []) + [previous["meta"]]
+    meta["run_id"] = args.run_id
+    meta["runs"] = list(dict.fromkeys([r["run"] for r in kept] + [args.run_id]))
     try:
         for cell in todo:
             results.append(run_cell(cell, config, args, collections, logdir))
             meta["load_after"] = os.getloadavg()
             with open(args.json, "w", encoding="utf-8") as handle:
-                json.dump({"meta": meta, "results": results}, handle, indent=2)
+                json.dump({"meta": meta, "results": kept + results}, handle, indent=2)
     finally:
         if started_here and not args.keep_lab:
             lab_cli("down")
+    order = {(c["scenario"], c["method"]): i for i, c in enumerate(cells(args.quick))}
+    results = sorted(kept + results, key=lambda r: order.get((r["scenario"], r["method"]), len(order)))
     table = markdown(results, meta)
     print(table)
     if args.readme:
