@@ -93,19 +93,20 @@ def main() -> int:
     unknown = set(steps) - set(STEPS)
     if unknown:
         parser.error(f"unknown step(s): {', '.join(sorted(unknown))}")
-    os.makedirs(OUT, exist_ok=True)
+    out = os.path.join(OUT, "quick") if args.quick else OUT  # a quick run never overwrites the full figures
+    os.makedirs(out, exist_ok=True)
     readme = [] if args.quick or args.no_readme else ["--readme", README]
     lab = os.environ.get("LAB_STATE_DIR", "/var/lib/safedeploy-lab")
     log(f"bench: {'quick' if args.quick else 'full'} run of {', '.join(steps)}; lab {lab}; results in "
-        f"{os.path.relpath(OUT, REPO)}/")
+        f"{os.path.relpath(out, REPO)}/")
 
     failures = []
     if "health_check" in steps:
-        argv = [os.path.join(HERE, "health_check", "run.py"), "--json", os.path.join(OUT, "health_check.json")]
+        argv = [os.path.join(HERE, "health_check", "run.py"), "--json", os.path.join(out, "health_check.json")]
         if step("health_check", argv + (["--quick"] if args.quick else [])):
             failures.append("health_check")
     if "lab_up" in steps:
-        argv = [os.path.join(HERE, "lab_up", "run.py"), "--json", os.path.join(OUT, "lab_up.json"), *readme]
+        argv = [os.path.join(HERE, "lab_up", "run.py"), "--json", os.path.join(out, "lab_up.json"), *readme]
         argv += ["--sizes", "6", "--reps", "1", "--no-fail-on-timing"] if args.quick else []
         rc = step("lab_up", argv)
         if rc:
@@ -113,13 +114,13 @@ def main() -> int:
     if "rollout" in steps:
         if not args.quick:
             ensure_bench_venv()
-        argv = [os.path.join(HERE, "rollout", "run.py"), "--json", os.path.join(OUT, "rollout.json"), *readme]
+        argv = [os.path.join(HERE, "rollout", "run.py"), "--json", os.path.join(out, "rollout.json"), *readme]
         if step("rollout", argv + (["--quick"] if args.quick else [])):
             failures.append("rollout")
     if failures:
         log(f"\nbench: FAILED: {', '.join(failures)}")
         return 1
-    log(f"\nbench: done; JSON figures in {os.path.relpath(OUT, REPO)}/"
+    log(f"\nbench: done; JSON figures in {os.path.relpath(out, REPO)}/"
         + ("" if readme == [] else "; tables written into bench/README.md"))
     return 0
 
