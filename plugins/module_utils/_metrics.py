@@ -370,11 +370,11 @@ class HTTPSettings:
             raise MetricsConfigError(f"need an http:// or https:// URL, got {url!r}")
         shown = urllib.parse.urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
         request = urllib.request.Request(url, headers=self.headers, method="GET")
+        # An opener of our own: the TLS context (verification on by default)
+        # applies to https, and no global opener state is touched.
+        opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=self.context))
         try:
-            kwargs = {"timeout": self.timeout}
-            if parts.scheme == "https":
-                kwargs["context"] = self.context
-            with urllib.request.urlopen(request, **kwargs) as response:  # noqa: S310 - http(s) only, checked above
+            with opener.open(request, timeout=self.timeout) as response:
                 body = response.read()
         except urllib.error.HTTPError as exc:
             detail = ""

@@ -90,7 +90,7 @@ def test_share_is_what_haproxy_does(lb, backends):
     assert not failed
     total = result["canary_weight"] * 2 + result["stable_weight"] * 2
     hits = {}
-    for _ in range(total):
+    for _ignored in range(total):
         with urllib.request.urlopen(f"http://127.0.0.1:{lb.front_port}/ready", timeout=5) as resp:
             name = resp.read().decode()
             hits[name] = hits.get(name, 0) + 1

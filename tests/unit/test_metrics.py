@@ -172,7 +172,7 @@ def test_verdict_precedence():
     assert "measured anyway: b = 3" in message
     assert "no data in the window" in m.verdict_of([ok], None, 20)[1]
     assert m.verdict_of([ok], None, 0)[0] == m.PASS
-    verdict, message, _ = m.verdict_of([], None, 0, provider_error="cannot reach x")
+    verdict, message, _ignored = m.verdict_of([], None, 0, provider_error="cannot reach x")
     assert verdict == m.INCONCLUSIVE and "unreachable" in message and "cannot reach x" in message
 
 
@@ -210,35 +210,35 @@ def test_default_analysis_passes_a_healthy_canary():
 
 
 def test_errors_fail_on_success_rate():
-    result, _ = run_default(healthy(**{SUCCESS: 80.4}))
+    result, _ignored = run_default(healthy(**{SUCCESS: 80.4}))
     assert result["verdict"] == m.FAIL
     assert result["failed_metrics"] == ["success_rate"]
     assert "success_rate = 80.4% is below the minimum 99%" in result["message"]
 
 
 def test_slow_fails_on_latency():
-    result, _ = run_default(healthy(**{LATENCY: 937.5}))
+    result, _ignored = run_default(healthy(**{LATENCY: 937.5}))
     assert result["verdict"] == m.FAIL and result["failed_metrics"] == ["latency_p99"]
     assert "latency_p99 = 937.5 ms is above the maximum 500 ms" in result["message"]
 
 
 def test_saturation_against_baseline():
-    result, _ = run_default(healthy(**{SAT_CANARY: 4.0, SAT_STABLE: 1.0}))
+    result, _ignored = run_default(healthy(**{SAT_CANARY: 4.0, SAT_STABLE: 1.0}))
     assert result["verdict"] == m.FAIL and result["failed_metrics"] == ["saturation"]
     assert "saturation = 4 requests is above 2.5 requests, the baseline's 1 requests x 1.5 + 1" in result["message"]
 
 
 def test_too_few_requests_is_inconclusive():
-    result, _ = run_default(healthy(**{REQUESTS: 3, SUCCESS: 66.7}))
+    result, _ignored = run_default(healthy(**{REQUESTS: 3, SUCCESS: 66.7}))
     assert result["verdict"] == m.INCONCLUSIVE and result["failed_metrics"] == []
     assert "too few requests" in result["message"]
     assert result["metrics"][0]["verdict"] == m.FAIL  # still measured and reported
 
 
 def test_no_data_is_inconclusive():
-    result, _ = run_default({})
+    result, _ignored = run_default({})
     assert result["verdict"] == m.INCONCLUSIVE
-    result, _ = run_default(healthy(**{LATENCY: "NaN"}), min_requests=0)
+    result, _ignored = run_default(healthy(**{LATENCY: "NaN"}), min_requests=0)
     assert result["verdict"] == m.INCONCLUSIVE
     assert "latency_p99: no data for the canary" in result["message"]
 
@@ -267,9 +267,9 @@ def test_several_series_is_a_config_error():
 
 
 def test_bearer_token_and_basic_auth_are_sent():
-    _, prom = run_default(healthy(), bearer_token="tok-123")
+    _ignored, prom = run_default(healthy(), bearer_token="tok-123")
     assert {r["headers"]["authorization"] for r in prom.requests} == {"Bearer tok-123"}
-    _, prom = run_default(healthy(), username="ann", password="pw")
+    _ignored, prom = run_default(healthy(), username="ann", password="pw")
     assert {r["headers"]["authorization"] for r in prom.requests} == {"Basic YW5uOnB3"}
 
 
@@ -297,7 +297,7 @@ def test_https_with_an_unknown_certificate_is_refused(tmp_path):
     key, cert = tmp_path / "k.pem", tmp_path / "c.pem"
     made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
                            "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
-                           "-addext", "subjectAltName=IP:127.0.0.1"], capture_output=True)
+                           "-addext", "subjectAltName=IP:127.0.0.1"], capture_output=True, check=False)
     if made.returncode:
         pytest.skip("openssl cannot make a certificate here")
 
