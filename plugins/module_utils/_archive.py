@@ -27,6 +27,8 @@ import stat
 import tarfile
 import zlib
 
+from ansible_collections.safedeploy.fleet.plugins.module_utils._files import fsync_dir
+
 __all__ = [
     "ArchiveError",
     "ArchiveTooLargeError",
@@ -314,20 +316,7 @@ class _Extractor:
             os.chmod(self._real(rel), self.dir_modes[rel])
         # Persist the directory entries too, not only the file contents.
         for dirpath, _dirs, _files in os.walk(self.dest):
-            _fsync_dir(dirpath)
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # not every filesystem supports fsync on directories
-    finally:
-        os.close(fd)
+            fsync_dir(dirpath)
 
 
 @contextlib.contextmanager

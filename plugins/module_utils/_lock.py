@@ -26,10 +26,11 @@ import json
 import os
 import re
 import socket
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+
+from ansible_collections.safedeploy.fleet.plugins.module_utils._files import fsync_dir, write_json_atomic
 
 LOCK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 LOCK_NAME_MAX = 200
@@ -217,42 +218,15 @@ class DeployLock:
             raise
 
     def _write(self, record):
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix="." + self.name + ".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(record, handle, indent=2, sort_keys=True)
-                handle.write("\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, self.lock_file)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        self._fsync_dir()
+        write_json_atomic(self.lock_file, record, prefix="." + self.name + ".", suffix=".tmp")
 
     def _remove(self):
         try:
             os.unlink(self.lock_file)
         except FileNotFoundError:
             return False
-        self._fsync_dir()
+        fsync_dir(self.directory)
         return True
-
-    def _fsync_dir(self):
-        try:
-            dfd = os.open(self.directory, os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            os.fsync(dfd)
-        except OSError:
-            pass
-        finally:
-            os.close(dfd)
 
     def _guard(self):
         """Context manager: exclusive flock on the guard file."""

@@ -36,6 +36,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 
+from ansible_collections.safedeploy.fleet.plugins.module_utils._files import fsync_dir, write_json_atomic
 from ansible_collections.safedeploy.fleet.plugins.module_utils._archive import (
     ArchiveError,
     extract,
@@ -375,19 +376,6 @@ def plan_prune(hist, on_disk, current, keep):
 # -- files --------------------------------------------------------------------
 
 
-def _fsync_dir(path):
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # not supported everywhere; best effort
-    finally:
-        os.close(fd)
-
-
 def _random_suffix():
     return os.urandom(4).hex()
 
@@ -397,7 +385,7 @@ def _remove_tree(path):
     parent = os.path.dirname(path)
     doomed = os.path.join(parent, f"{TMP_PREFIX}remove-{os.path.basename(path)}-{_random_suffix()}")
     os.rename(path, doomed)
-    _fsync_dir(parent)
+    fsync_dir(parent)
     shutil.rmtree(doomed, ignore_errors=True)
 
 
@@ -520,20 +508,7 @@ class ReleaseStore:
 
     def save_history(self, data):
         """Write via a temp file + os.replace, so readers never see half a file."""
-        fd, tmp = tempfile.mkstemp(prefix="history.json.tmp-", dir=self.meta_dir)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(data, handle, indent=2, sort_keys=True)
-                handle.write("\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, self.history_path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(self.meta_dir)
+        write_json_atomic(self.history_path, data, prefix="history.json.tmp-")
 
     def switch_current(self, version):
         """Point current at releases/<version>: new symlink, then rename over."""
@@ -549,7 +524,7 @@ class ReleaseStore:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
 
     def remove_release(self, version):
         _remove_tree(self.release_path(version))
@@ -593,7 +568,7 @@ class ReleaseStore:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        _fsync_dir(self.releases_dir)
+        fsync_dir(self.releases_dir)
         return final
 
     def _link_shared(self, release_dir, rel, uid, gid):
