@@ -41,6 +41,8 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.dirname(HERE))
+from readme_section import write_section  # noqa: E402
 LAB_DIR = os.path.join(REPO, "tests", "lab")
 sys.path.insert(0, LAB_DIR)
 sys.path.insert(0, os.path.join(REPO, "build", "collections"))
@@ -264,16 +266,7 @@ def markdown(results: list[dict], meta: dict) -> str:
 
 
 def write_readme(path: str, text: str) -> None:
-    with open(path, encoding="utf-8") as handle:
-        content = handle.read()
-    block = f"{README_BEGIN}\n{text}{README_END}"
-    if README_BEGIN in content and README_END in content:
-        head, rest = content.split(README_BEGIN, 1)
-        content = head + block + rest.split(README_END, 1)[1]
-    else:
-        content = content.rstrip("\n") + "\n\n" + block + "\n"
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(content)
+    write_section(path, README_BEGIN, README_END, text)
 
 
 def ansible_version() -> str:
