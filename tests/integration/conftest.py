@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(REPO, "build", "collections"))
 
 import lab as labmod  # noqa: E402
 import labconfig  # noqa: E402
-from traffic import TrafficRecorder  # noqa: E402
+from traffic import TrafficRecorder, is_ok  # noqa: E402
 
 INVENTORY = labmod.INVENTORY
 
@@ -96,6 +96,11 @@ class Lab:
         return self.ssh(host, "python3 -c \"import urllib.request as u; print(u.urlopen("
                               "'http://127.0.0.1:8080/', timeout=5).headers['X-App-Version'])\""
                         ).stdout.strip()
+
+
+def failed_requests(traffic, since: int = 0) -> list[dict]:
+    """The recorded requests that failed (error, timeout or non-2xx), from record ``since`` on."""
+    return [r for r in traffic.records[since:] if not is_ok(r)]
 
 
 def ansible_playbook(playbook: str, *args: str, extra_vars: dict | None = None,

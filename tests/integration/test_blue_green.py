@@ -18,7 +18,7 @@ from conftest import REPO, Lab, ansible_playbook, lab_cli
 
 import lab as labmod
 import labconfig
-from traffic import TrafficRecorder
+from traffic import TrafficRecorder, is_ok
 
 DEPLOY = os.path.join(REPO, "playbooks", "deploy.yml")
 ROLLBACK = os.path.join(REPO, "playbooks", "rollback.yml")
@@ -84,7 +84,7 @@ def assert_live(lab: Lab, pool: str) -> None:
 
 
 def failed(records: list[dict]) -> list[dict]:
-    return [r for r in records if r["error"] or not 200 <= (r["status"] or 0) < 300]
+    return [r for r in records if not is_ok(r)]
 
 
 def histories(lab: Lab) -> dict:

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 
-from conftest import REPO, ansible_playbook
+from conftest import REPO, ansible_playbook, failed_requests
 
 sys.path.insert(0, os.path.join(REPO, "tests", "lab"))
 
@@ -71,10 +71,6 @@ class WeightSampler:
                     best = (start, last)
                 start = None
         return best
-
-
-def failed_requests(traffic, since: int = 0) -> list[dict]:
-    return [r for r in traffic.records[since:] if r["error"] or not 200 <= (r["status"] or 0) < 300]
 
 
 def weights(lab) -> dict[str, int]:

@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from conftest import INVENTORY, REPO, ansible_playbook
+from conftest import INVENTORY, REPO, ansible_playbook, failed_requests
 
 DEPLOY = os.path.join(REPO, "playbooks", "deploy.yml")
 ROLLBACK = os.path.join(REPO, "playbooks", "rollback.yml")
@@ -52,10 +52,6 @@ class RotationSampler:
     @property
     def max_out(self) -> int:
         return max((len(out) for _, out in self.samples), default=0)
-
-
-def failed_requests(traffic, since: int = 0) -> list[dict]:
-    return [r for r in traffic.records[since:] if r["error"] or not 200 <= (r["status"] or 0) < 300]
 
 
 def assert_all_up(lab):
