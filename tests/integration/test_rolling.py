@@ -54,9 +54,20 @@ class RotationSampler:
         return max((len(out) for _, out in self.samples), default=0)
 
 
-def assert_all_up(lab):
-    servers = lab.haproxy_servers()
-    assert all(s["admin_state"] == "ready" and s["healthy"] for s in servers.values()), servers
+def assert_all_up(lab, within: float = 15.0):
+    """Every server ready and UP with a passed check, waiting up to ``within`` s.
+
+    Right after an HAProxy reload the new process restores "UP" from the state
+    file but has no check result yet; the first checks land within one interval.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        servers = lab.haproxy_servers()
+        if all(s["admin_state"] == "ready" and s["healthy"] for s in servers.values()):
+            return
+        assert time.monotonic() < deadline, {
+            n: (s["admin_state"], s["status"], s["check_status"]) for n, s in servers.items()}
+        time.sleep(0.5)
 
 
 def lock_path(lab) -> str:
