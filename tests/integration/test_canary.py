@@ -20,7 +20,7 @@ from conftest import REPO, ansible_playbook, failed_requests
 
 sys.path.insert(0, os.path.join(REPO, "tests", "lab"))
 
-CANARY = os.path.join(REPO, "tests", "integration", "playbooks", "canary.yml")
+DEPLOY = os.path.join(REPO, "playbooks", "deploy.yml")
 FAST = {"release_liveness_seconds": 2, "rolling_serial": [2], "rolling_max_unavailable": 2}
 STEP_RE = re.compile(r"CANARY STEP (\d+): weight (\d+(?:\.\d+)?) % requested, reached ([0-9.]+) % "
                      r"\(canary weight (\d+) on web1, stable weight (\d+) on")
@@ -91,7 +91,7 @@ def assert_all_up_at_base_weight(lab):
 
 
 def run_canary(version, steps, **extra):
-    return ansible_playbook(CANARY, extra_vars={"deploy_version": version, "canary_steps": steps,
+    return ansible_playbook(DEPLOY, extra_vars={"deploy_strategy": "canary", "deploy_version": version, "canary_steps": steps,
                                                 "canary_analysis_window": "15s", **FAST, **extra})
 
 
@@ -204,7 +204,7 @@ def test_prometheus_down_is_inconclusive_and_aborts(fresh_lab, traffic):
 def test_check_mode_prints_the_steps_and_changes_nothing(lab):
     before = weights(lab)
     # canary_phase=start: the steps only (the promotion's rolling part has its own check-mode tests)
-    run = ansible_playbook(CANARY, extra_vars={"deploy_version": "2.0.0", "canary_phase": "start", **FAST},
+    run = ansible_playbook(DEPLOY, extra_vars={"deploy_strategy": "canary", "deploy_version": "2.0.0", "canary_phase": "start", **FAST},
                            check=True)
     out = flat(run.stdout)
     assert run.returncode == 0, run.stdout[-4000:]
