@@ -10,7 +10,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: demo test deps venv collection artifacts lab-up lab-down lab-status lab-reset \
-        test-unit lint sanity test-integration molecule bench bench-quick clean
+        test-unit lint sanity test-integration molecule bench bench-quick clean ee
 
 demo: deps venv collection artifacts
 	$(PY) tests/lab/demo.py
@@ -62,6 +62,14 @@ test-integration: venv collection artifacts
 
 molecule: venv collection artifacts
 	@tools/molecule.sh
+
+# The AWX execution environment's build context in build/ee/context
+# (execution-environment.yml; build the image with podman/docker from there).
+ee: venv
+	@mkdir -p build/ee
+	$(VENV)/bin/ansible-galaxy collection build --force --output-path build/ee .
+	cp build/ee/safedeploy-fleet-$$(sed -n 's/^version: *//p' galaxy.yml).tar.gz build/ee/safedeploy-fleet.tar.gz
+	$(VENV)/bin/ansible-builder create -f execution-environment.yml -c build/ee/context --output-filename Containerfile
 
 bench: venv collection artifacts
 	$(PY) bench/run.py

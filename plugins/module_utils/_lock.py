@@ -139,7 +139,10 @@ def describe_holder(record, now=None):
     if owner.get("pid") not in (None, ""):
         extra.append("pid {}".format(owner["pid"]))
     if owner.get("awx_job_id") not in (None, ""):
-        extra.append("AWX job {}".format(owner["awx_job_id"]))
+        job = "AWX job {}".format(owner["awx_job_id"])
+        if owner.get("awx_job_template"):
+            job += " '{}'".format(owner["awx_job_template"])
+        extra.append(job)
     extra.append("run_id {}".format(record.get("run_id")))
     if owner.get("description"):
         extra.append(str(owner["description"]))

@@ -90,7 +90,11 @@ options:
     type: str
   awx_job_id:
     description:
-      - AWX / Automation Platform job id (C(AWX_JOB_ID) or C(JOB_ID) in the controller's environment).
+      - AWX / Automation Platform job id. AWX passes it to every job as the extra var C(awx_job_id)
+        (C(tower_job_id) on older releases); C(playbooks/tasks/lock.yml) passes that, else C(AWX_JOB_ID)
+        or C(JOB_ID) from the controller's environment.
+      - Messages about the lock name the holder's job as C(AWX job <id>), followed by the owner key
+        C(awx_job_template) (the job template's name) when the O(owner) dictionary has it.
       - When not given, the module looks at C(AWX_JOB_ID) and C(JOB_ID) in its own environment,
         which only helps with a local connection.
     type: str
