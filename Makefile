@@ -10,7 +10,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: demo test deps venv collection artifacts lab-up lab-down lab-status lab-reset \
-        test-unit lint sanity test-integration molecule bench bench-quick clean ee
+        test-unit lint sanity test-integration molecule bench bench-quick clean ee module-docs
 
 demo: deps venv collection artifacts
 	$(PY) tests/lab/demo.py
@@ -62,6 +62,10 @@ test-integration: venv collection artifacts
 
 molecule: venv collection artifacts
 	@tools/molecule.sh
+
+# docs/modules from the modules' DOCUMENTATION (tests/unit/test_module_docs.py checks it).
+module-docs: venv collection
+	$(PY) tools/module_docs.py
 
 # The AWX execution environment's build context in build/ee/context
 # (execution-environment.yml; build the image with podman/docker from there).

@@ -26,8 +26,8 @@ description:
     and then fail with a message naming the holder. An expired lock is taken over with a
     warning naming the stale holder.
   - The module runs on the target host and cannot see the controller's environment; pass
-    O(user), O(controller), O(pid) and O(awx_job_id) from the playbook (for example from
-    C(lookup('env', 'AWX_JOB_ID'))).
+    O(user), O(controller), O(pid) and O(awx_job_id) from the playbook (for example from the
+    C(awx_job_id) extra var AWX sets, or the C(AWX_JOB_ID) environment variable through the C(env) lookup).
 extends_documentation_fragment:
   - safedeploy.fleet.attributes
 attributes:
@@ -134,7 +134,7 @@ EXAMPLES = r"""
     run_id: "{{ deploy_run_id }}"
     user: "{{ lookup('env', 'USER') | default('unknown', true) }}"
     controller: "{{ lookup('pipe', 'hostname') }}"
-    awx_job_id: "{{ lookup('env', 'AWX_JOB_ID') | default(lookup('env', 'JOB_ID'), true) }}"
+    awx_job_id: "{{ awx_job_id | default(lookup('env', 'AWX_JOB_ID'), true) }}"
     ttl: 3600
     wait: 300
   delegate_to: "{{ groups['lb'][0] }}"
