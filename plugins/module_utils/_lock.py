@@ -90,7 +90,8 @@ def validate_name(name):
         raise LockNameError(f"lock name must be a non-empty string, got {name!r}")
     if len(name) > LOCK_NAME_MAX:
         raise LockNameError(f"lock name {name!r} is longer than {LOCK_NAME_MAX} characters")
-    if not LOCK_NAME_RE.match(name):
+    # fullmatch: '$' alone would let a trailing newline through (a second lock file).
+    if not LOCK_NAME_RE.fullmatch(name):
         raise LockNameError(
             f"lock name {name!r} is invalid: it must match {LOCK_NAME_RE.pattern} (letters, digits, '.', '_', '-'; "
             "starting with a letter or digit)"

@@ -413,8 +413,14 @@ class ReleaseStore:
     """Paths and primitive operations on one application root."""
 
     def __init__(self, root):
-        if not root or not os.path.isabs(root):
+        if not root or not isinstance(root, str) or not os.path.isabs(root):
             raise InvalidParameterError(f"path must be an absolute directory, got {root!r}")
+        if "\x00" in root or "\n" in root:
+            raise InvalidParameterError(f"path {root!r} contains a NUL or newline character")
+        if ".." in root.split("/"):
+            raise InvalidParameterError(
+                f"path {root!r} contains a '..' component: give the application root itself"
+            )
         self.root = os.path.normpath(root)
         self.releases_dir = os.path.join(self.root, "releases")
         self.shared_dir = os.path.join(self.root, "shared")

@@ -110,7 +110,10 @@ options:
     description: HTTP basic authentication password. Never logged.
     type: str
   headers:
-    description: Extra HTTP headers.
+    description:
+      - Extra HTTP headers.
+      - The values of secret-looking headers (C(Authorization), C(X-Api-Key), names containing C(token), C(secret),
+        C(auth), ...) and a password in O(url) are masked in the output.
     type: dict
     default: {}
   validate_certs:
@@ -254,6 +257,7 @@ from ansible_collections.safedeploy.fleet.plugins.module_utils._metrics import (
     render,
     template_values,
 )
+from ansible_collections.safedeploy.fleet.plugins.module_utils._probe import sensitive_values  # noqa: E402
 
 
 def run(module):
@@ -312,6 +316,9 @@ def main():
         required_by={"password": "username"},
         supports_check_mode=True,
     )
+    # Secret header values (Authorization, X-Api-Key, ...) and a password in
+    # the URL are masked in everything returned, the echoed arguments too.
+    module.no_log_values.update(sensitive_values(module.params["headers"], [module.params["url"]]))
     try:
         result = run(module)
     except MetricsError as exc:
