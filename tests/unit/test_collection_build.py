@@ -127,3 +127,15 @@ def test_installed_modules_run(built, tmp_path):
     assert out["plan"]["batches"] == [["web1"], ["web2", "web3"], ["web4"]]
     assert out["info"]["exists"] is True
     assert not out["info"]["current"] and not out["info"]["releases"] and not out["info"]["history"]
+
+
+def test_site_project_imports_the_playbooks_by_fqcn(built, tmp_path):
+    """An AWX project of its own (docs/awx.md): a playbook importing safedeploy.fleet.deploy."""
+    site = tmp_path / "deploy.yml"
+    site.write_text("---\n- name: Deploy\n  ansible.builtin.import_playbook: safedeploy.fleet.deploy\n"
+                    "- name: Roll back\n  ansible.builtin.import_playbook: safedeploy.fleet.rollback\n")
+    proc = run([tool("ansible-playbook"), "--list-tasks", "-i", "localhost,", str(site)],
+               env=built["env"], cwd=built["work"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for play in ("The fleet lock and the pre-checks", "Rolling update, batch by batch"):
+        assert play in proc.stdout, proc.stdout
