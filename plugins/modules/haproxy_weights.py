@@ -18,8 +18,10 @@ description:
     weight near O(base_weight)) and returns the share actually reached, RV(achieved_percent).
   - V(0) gives the canary servers weight 0 and the stable ones O(base_weight); with O(reset=true) every canary and
     stable server gets O(base_weight) (the backend back to normal).
-  - When the canary share goes down the canary servers are changed first, when it goes up the stable ones,
-    so the canary never gets more than the larger of the old and the new share in between.
+  - The weights are changed in an order that never gives the canary more than the larger of the old and the
+    new share in between (canary servers going to 0 first, then the changes that lower the share, then those that
+    raise it) and raises weights before lowering any, which HAProxy's C(roundrobin) needs to keep sending every
+    server its share right after the change.
   - Weights only; the servers' states (ready, drain, maint) are not touched. A drained server keeps the weight
     it is given and takes traffic at that weight once it is put back to ready.
   - Run it on the load balancer (C(delegate_to)); it needs only Python's standard library there.
@@ -154,6 +156,7 @@ from ansible_collections.safedeploy.fleet.plugins.module_utils._haproxy import (
 from ansible_collections.safedeploy.fleet.plugins.module_utils._weights import (  # noqa: E402
     WeightError,
     canary_weights,
+    change_order,
     share_percent,
 )
 
@@ -203,8 +206,7 @@ def run(module):
     changed = before != after
     if changed:
         client.check_admin()
-    old_share = _share(before, canary, stable)
-    order = canary + stable if old_share is None or achieved < old_share else stable + canary
+    order = change_order(before, after, canary)
     if changed and not module.check_mode:
         for name in order:
             if before[name] != after[name]:
