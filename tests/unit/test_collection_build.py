@@ -4,16 +4,17 @@
 
 """The collection as users get it: built with ansible-galaxy, installed from the tarball.
 
-With ANSIBLE_COLLECTIONS_PATH pointing only at the installed copy (and no
-checkout in sight), module docs render, the deploy and rollback playbooks
-pass a syntax check by their FQCN and modules run: the collection works
-with what the tarball holds (meta/, plugins/, roles/, playbooks/).
+The installed copy is cut down to meta/, plugins/, roles/ and playbooks/;
+with ANSIBLE_COLLECTIONS_PATH pointing only at it (and no checkout in
+sight), module and role docs render, the deploy and rollback playbooks pass
+a syntax check by their FQCN, a playbook imports them, and modules run.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tarfile
 
@@ -41,11 +42,24 @@ def checkout_files(top):
     return found
 
 
+# What the installed copy is cut down to before it is used: the content
+# directories and the install metadata ansible-galaxy wrote.
+RUNTIME_ONLY = {"meta", "plugins", "roles", "playbooks", "MANIFEST.json", "FILES.json"}
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     work = tmp_path_factory.mktemp("galaxy")
     tarball = build_collection(work)
     installed = install_collection(tarball, work / "collections", work)
+    removed = sorted(set(os.listdir(installed)) - RUNTIME_ONLY)
+    assert "docs" in removed and "README.md" in removed, removed
+    for entry in removed:
+        path = os.path.join(installed, entry)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
     return {"work": work, "tarball": tarball, "installed": installed,
             "env": isolated_env(str(work / "collections"), str(work))}
 
