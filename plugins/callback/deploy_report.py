@@ -14,8 +14,8 @@ description:
     batch and step, each verification, any rollback, abort or undo step) with hosts, versions, timings and
     outcome (ok, failed, skipped), the strategy, C(deploy_version), start and end, the final outcome and the
     failure message. A failed canary names the failed metric.
-  - Two files per run, C(<start>-<deploy|rollback>-<app>-<version>.json) and C(.md), and copies named
-    C(latest.json) and C(latest.md) (symbolic links to them). In check mode the same checklist is written, marked as a plan
+  - Two files per run, C(<start>-<deploy|rollback>-<app>-<version>.json) and C(.md), and the symbolic
+    links C(latest.json) and C(latest.md) to them. In check mode the same checklist is written, marked as a plan
     (C(-plan) in the file names).
   - Runs that use none of the collection's deploy roles or modules write nothing.
   - Works under ansible-runner and AWX (enable it with C(ANSIBLE_CALLBACKS_ENABLED=safedeploy.fleet.deploy_report)

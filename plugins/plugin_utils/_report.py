@@ -253,6 +253,7 @@ class Recorder:
             "end": now,
             "hosts": {},
             "step": is_checklist_step(action),
+            "within": [parent[1] for parent in reversed(list(parents)) if parent[1]],
         }
         self._current[key] = item
         self.items.append(item)
@@ -350,6 +351,7 @@ def _public_item(item: dict, number: str) -> dict:
         "play": item["play"],
         "batch": item["batch"],
         "handler": item["handler"],
+        "within": item["within"],
         "outcome": _item_outcome(item),
         "changed": any(h.get("changed") for h in item["hosts"].values()),
         "start": _iso(item["start"]),
@@ -592,6 +594,8 @@ def render_markdown(report: dict) -> str:
         lines += ["| # | step | batch | hosts | outcome | seconds | note |", "|---|---|---|---|---|---|---|"]
         for item in items:
             name = item["name"] if not item["role"] else f"{item['role']}: {item['name']}"
+            if item["within"]:
+                name += f" (in: {item['within'][-1]})"
             lines.append(f"| {item['number']} | {_cell(name)} | {item['batch'] or '-'} | {_cell(_hosts_cell(item))} | "
                          f"{item['outcome']} | {item['seconds']} | {_note_cell(item)} |")
         lines.append("")

@@ -229,7 +229,9 @@ def test_failed_rolling_report_has_the_failure_and_the_rollback_steps():
     markdown = _report.render_markdown(report)
     assert "# Deployment report: demoapp 2.0.0 (rolling) - FAILED" in markdown
     assert "| Failure | The rollout of 2.0.0 stopped: web3 never became ready |" in markdown
-    assert "| 4.1 | release: Re-activate the last good release | 2 | ok: web3 | ok |" in markdown
+    assert "| 4.1 | release: Re-activate the last good release (in: Return to the last good release) | 2 | ok: web3 | ok |" \
+        in markdown
+    assert report["sections"]["rollback"][0]["within"] == ["Return to the last good release"]
 
 
 GATE_FAIL = {
