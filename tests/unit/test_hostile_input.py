@@ -369,6 +369,14 @@ ROLE_CASES += [
     ("preflight", "inputs.yml", {"deploy_artifact_checksum": bad}, f"deploy_artifact_checksum {json.dumps(bad)}")
     for bad in ["sha256:abc", "sha256:" + "a" * 64 + "\n"]
 ] + [
+    ("preflight", "inputs.yml", {"deploy_lb_backend": "demo app"},
+     '1 host(s) have a backend or server name HAProxy cannot have (letters, digits, \'.\', \'_\', \'-\' and \':\' only): '
+     'case'),
+    ("preflight", "inputs.yml", {"deploy_lb_server": "web1;shutdown sessions server demoapp/web2"},
+     'server "web1;shutdown sessions server demoapp/web2"'),
+    ("preflight", "inputs.yml", {"deploy_lb_backend": "demoapp/web1"}, 'backend "demoapp/web1", server "case'),
+    ("preflight", "inputs.yml", {"deploy_lb_backend": "demoapp\n"}, 'backend "demoapp\\n"'),
+] + [
     ("release", "preflight.yml", {"release_max_unpacked_bytes": 0}, "release_max_unpacked_bytes >= 1 (got 0)"),
 ]
 
