@@ -380,6 +380,35 @@ ROLE_CASES += [
     ("release", "preflight.yml", {"release_max_unpacked_bytes": 0}, "release_max_unpacked_bytes >= 1 (got 0)"),
 ]
 
+# preflight reads the artifact through on the controller (the release module
+# in check mode) before the lock holder drains anything. "{work}" is the
+# directory the fixture writes these archives to.
+_ESCAPE = "../" * 6 + "tmp/sd-hostile-escaped"
+_GOOD = tar_bytes([member("demoapp.py", data=b"print('hi')\n")], "gz")
+PREFLIGHT_ARCHIVES = {
+    "good.tar.gz": (_GOOD, {}, "passed"),
+    "traversal.tar.gz": (tar_bytes([member(_ESCAPE, data=b"x")], "gz"), {},
+                         f"archive member '{_ESCAPE}' contains a '..' component"),
+    "symlink.tar.gz": (tar_bytes([member("etc", "symlink", linkname="/etc"), member("etc/cron.d/x", data=b"x")]), {},
+                       "archive member 'etc' is a symlink to the absolute path '/etc', outside the release"),
+    "fifo.tar.gz": (tar_bytes([member("pipe", "fifo")]), {}, "archive member 'pipe' is a FIFO"),
+    "device.tar.gz": (tar_bytes([member("sda", "blk")]), {}, "archive member 'sda' is a block device"),
+    "bomb.tar.gz": (tar_bytes([member("zeros", data=b"\0" * (3 * MIB))], "gz"), {"deploy_max_unpacked_bytes": MIB},
+                    "archive unpacks to more than max_unpacked_bytes=1048576 bytes (limit reached at member 'zeros')"),
+    "truncated.tar.gz": (_GOOD[: len(_GOOD) // 2], {}, "archive is truncated or corrupt"),
+}
+for _name, (_data, _extra, _expected) in PREFLIGHT_ARCHIVES.items():
+    _path = "{work}/" + _name
+    ROLE_CASES.append(("preflight", "artifact.yml",
+                       {"deploy_artifact": _path, "deploy_artifact_checksum": sha(_data), **_extra},
+                       _expected if _expected == "passed" else
+                       (f"the artifact {_path} of demoapp 2.0.0 is not safe to unpack, no host was changed: "
+                        f"refusing to unpack {_path} for version '2.0.0': {_expected}")))
+ROLE_CASES.append(("preflight", "artifact.yml",
+                   {"deploy_artifact": "{work}/traversal.tar.gz", "deploy_artifact_checksum": sha(_GOOD)},
+                   f"checksum mismatch: the artifact {{work}}/traversal.tar.gz has "
+                   f"{sha(PREFLIGHT_ARCHIVES['traversal.tar.gz'][0])} but deploy_artifact_checksum is {sha(_GOOD)}"))
+
 # One inventory host per case (its variables are the case's), all run by one
 # ansible-playbook: the release and haproxy checks on every host at once;
 # preflight's checks are run_once over the play's hosts, so each of its cases
@@ -423,13 +452,17 @@ def role_outcomes(tmp_path_factory):
     work = tmp_path_factory.mktemp("roles")
     plays = [ROLE_PLAY.format(role="release", tasks_from="preflight.yml", hosts="release"),
              ROLE_PLAY.format(role="haproxy", tasks_from="preflight.yml", hosts="haproxy")]
-    plays += [ROLE_PLAY.format(role="preflight", tasks_from="inputs.yml", hosts=f"case{number}")
+    plays += [ROLE_PLAY.format(role="preflight", tasks_from=case[1], hosts=f"case{number}")
               for number, case in enumerate(ROLE_CASES) if case[0] == "preflight"]
+    for name, (data, _extra, _expected) in PREFLIGHT_ARCHIVES.items():
+        (work / name).write_bytes(data)
     (work / "play.yml").write_text("".join(plays) + WRITE_PLAY)
     local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
     groups = {"release": {}, "haproxy": {}, "preflight": {}}
     for number, (role, _tasks, overrides, _expected) in enumerate(ROLE_CASES):
         base = {"release": RELEASE_OK, "haproxy": {**HAPROXY_OK, "haproxy_install": False}, "preflight": PREFLIGHT_OK}
+        overrides = {key: value.replace("{work}", str(work)) if isinstance(value, str) else value
+                     for key, value in overrides.items()}
         groups[role][f"case{number}"] = {**local, **base[role], **overrides}
     # The lb group exists (holding one host), so only the cases that name
     # another group lack a load balancer.
@@ -447,7 +480,7 @@ def role_outcomes(tmp_path_factory):
     )
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-3000:]
     outcomes = json.loads((work / "out.json").read_text())
-    return {int(name[len("case"):]): outcome for name, outcome in outcomes.items()}
+    return {int(name[len("case"):]): outcome.replace(str(work), "{work}") for name, outcome in outcomes.items()}
 
 
 @pytest.mark.parametrize("number", range(len(ROLE_CASES)),
