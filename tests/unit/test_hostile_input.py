@@ -339,6 +339,14 @@ ROLE_CASES = [
     ("haproxy", "preflight.yml", {"haproxy_stats_tcp_enabled": True, "haproxy_stats_tcp_bind": "0.0.0.0:9999",
                                   "haproxy_stats_tcp_level": "user"}, "passed"),
     ("haproxy", "preflight.yml", {"haproxy_stats_tcp_enabled": True}, "passed"),
+    ("haproxy", "preflight.yml", {"haproxy_backends": [{"name": "demoapp", "servers": [
+        {"name": "web1", "address": "10.0.0.1", "port": 8080}]}]}, "passed"),
+    ("haproxy", "preflight.yml", {"haproxy_backends": [{"name": "demo app;x", "servers": [
+        {"name": "web1 weight 0", "address": "10.0.0.1", "port": 8080}]}]},
+     '"demo app;x", "web1 weight 0": HAProxy names may only hold letters'),
+    ("haproxy", "preflight.yml", {"haproxy_backends": [{"name": "demoapp", "servers": [
+        {"name": "web1\n  server evil 10.6.6.6:80", "address": "10.0.0.1", "port": 8080}]}]},
+     '"web1\\n server evil 10.6.6.6:80": HAProxy names'),
 ]
 for _bad in HOSTILE_NAMES:
     _shown = json.dumps(_bad)
@@ -460,7 +468,8 @@ def role_outcomes(tmp_path_factory):
     local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
     groups = {"release": {}, "haproxy": {}, "preflight": {}}
     for number, (role, _tasks, overrides, _expected) in enumerate(ROLE_CASES):
-        base = {"release": RELEASE_OK, "haproxy": {**HAPROXY_OK, "haproxy_install": False}, "preflight": PREFLIGHT_OK}
+        base = {"release": RELEASE_OK, "haproxy": {**HAPROXY_OK, "haproxy_install": False, "haproxy_backends": []},
+                "preflight": PREFLIGHT_OK}
         overrides = {key: value.replace("{work}", str(work)) if isinstance(value, str) else value
                      for key, value in overrides.items()}
         groups[role][f"case{number}"] = {**local, **base[role], **overrides}
