@@ -132,6 +132,14 @@ def is_collection_task(role: str | None, action: str | None, parents=()) -> bool
     return (action or "").startswith(COLLECTION_PREFIX)
 
 
+def _caller(role: str | None, parents) -> str | None:
+    """The task of another role that brought this task's role in (rolling's "Release the new version")."""
+    for parent_role, parent_name in parents:
+        if short_role(parent_role) != short_role(role):
+            return parent_name if parent_role else None
+    return None
+
+
 def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
@@ -254,6 +262,7 @@ class Recorder:
             "hosts": {},
             "step": is_checklist_step(action),
             "within": [parent[1] for parent in reversed(list(parents)) if parent[1]],
+            "called_by": _caller(role, parents),
         }
         self._current[key] = item
         self.items.append(item)
@@ -352,6 +361,7 @@ def _public_item(item: dict, number: str) -> dict:
         "batch": item["batch"],
         "handler": item["handler"],
         "within": item["within"],
+        "called_by": item["called_by"],
         "outcome": _item_outcome(item),
         "changed": any(h.get("changed") for h in item["hosts"].values()),
         "start": _iso(item["start"]),
@@ -594,8 +604,8 @@ def render_markdown(report: dict) -> str:
         lines += ["| # | step | batch | hosts | outcome | seconds | note |", "|---|---|---|---|---|---|---|"]
         for item in items:
             name = item["name"] if not item["role"] else f"{item['role']}: {item['name']}"
-            if item["within"]:
-                name += f" (in: {item['within'][-1]})"
+            if item["called_by"]:
+                name += f" (in: {item['called_by']})"
             lines.append(f"| {item['number']} | {_cell(name)} | {item['batch'] or '-'} | {_cell(_hosts_cell(item))} | "
                          f"{item['outcome']} | {item['seconds']} | {_note_cell(item)} |")
         lines.append("")

@@ -178,7 +178,8 @@ def _rolling_run(fail_host=None):
               "safedeploy.fleet.health_check", results=ready)
         if fail_host in hosts:
             _task(rec, clock, "r4", "Re-activate the last good release", "safedeploy.fleet.release",
-                  "safedeploy.fleet.release", [("safedeploy.fleet.release", "Return to the last good release")],
+                  "safedeploy.fleet.release", [("safedeploy.fleet.release", "Return to the last good release"),
+                                               ("safedeploy.fleet.rolling", "Release the new version")],
                   results=[(fail_host, "changed", {"version": "1.0.0", "current": "1.0.0"})])
     rec.play_start("Release the lock and report", "p3", False, clock())
     _task(rec, clock, "f1", "Unlock | Release the fleet lock demoapp-fleet", action="safedeploy.fleet.deploy_lock",
@@ -229,9 +230,10 @@ def test_failed_rolling_report_has_the_failure_and_the_rollback_steps():
     markdown = _report.render_markdown(report)
     assert "# Deployment report: demoapp 2.0.0 (rolling) - FAILED" in markdown
     assert "| Failure | The rollout of 2.0.0 stopped: web3 never became ready |" in markdown
-    assert "| 4.1 | release: Re-activate the last good release (in: Return to the last good release) | 2 | ok: web3 | ok |" \
+    # the step names the task of the rolling role that called the release role
+    assert "| 4.1 | release: Re-activate the last good release (in: Release the new version) | 2 | ok: web3 | ok |" \
         in markdown
-    assert report["sections"]["rollback"][0]["within"] == ["Return to the last good release"]
+    assert report["sections"]["rollback"][0]["within"] == ["Release the new version", "Return to the last good release"]
 
 
 GATE_FAIL = {
