@@ -14,8 +14,8 @@ description:
     batch and step, each verification, any rollback, abort or undo step) with hosts, versions, timings and
     outcome (ok, failed, skipped), the strategy, C(deploy_version), start and end, the final outcome and the
     failure message. A failed canary names the failed metric.
-  - Two files per run, C(<start>-<deploy|rollback>-<app>-<version>.json) and C(.md), and the symbolic
-    links C(latest.json) and C(latest.md) to them. In check mode the same checklist is written, marked as a plan
+  - Three files per run, C(<start>-<deploy|rollback>-<app>-<version>.json), C(.md) and C(.html), and the
+    symbolic links C(latest.json), C(latest.md) and C(latest.html) to them. In check mode the same checklist is written, marked as a plan
     (C(-plan) in the file names).
   - Runs that use none of the collection's deploy roles or modules write nothing.
   - Works under ansible-runner and AWX (enable it with C(ANSIBLE_CALLBACKS_ENABLED=safedeploy.fleet.deploy_report)
@@ -34,6 +34,16 @@ options:
     ini:
       - section: safedeploy_report
         key: dir
+  html:
+    description: Also write an HTML page (the summary, an SVG timeline of the batches, steps, canary weights and
+      verdicts, and the checklist) next to the JSON one.
+    type: bool
+    default: true
+    env:
+      - name: SAFEDEPLOY_REPORT_HTML
+    ini:
+      - section: safedeploy_report
+        key: html
   markdown:
     description: Also write the Markdown report next to the JSON one.
     type: bool
@@ -55,6 +65,7 @@ from ansible.plugins.callback import CallbackBase  # noqa: E402
 from ansible_collections.safedeploy.fleet.plugins.plugin_utils._report import (  # noqa: E402
     Recorder,
     file_stem,
+    render_html,
     render_json,
     render_markdown,
 )
@@ -201,11 +212,13 @@ class CallbackModule(CallbackBase):
             texts = {".json": render_json(report)}
             if self.get_option("markdown"):
                 texts[".md"] = render_markdown(report)
+            if self.get_option("html"):
+                texts[".html"] = render_html(report)
             for suffix, text in texts.items():
                 with open(stem + suffix, "w", encoding="utf-8") as handle:
                     handle.write(text)
                 _point_latest(directory, stem + suffix, suffix)
             self._display.display(f"Deployment report ({report['outcome']}{', plan' if report['plan'] else ''}): "
-                                  f"{stem}.json" + (f" and {stem}.md" if ".md" in texts else ""))
+                                  f"{stem}.json" + "".join(f", {suffix}" for suffix in texts if suffix != ".json"))
         except Exception as exc:  # noqa: BLE001 - say it, never break the run's result
             self._display.warning(f"safedeploy.fleet.deploy_report could not write the report: {to_text(exc)}")

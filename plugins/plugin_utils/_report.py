@@ -23,6 +23,7 @@ name (the roles name their tasks consistently: ``Abort | ...``,
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import time
@@ -351,7 +352,7 @@ def _item_outcome(item: dict) -> str:
     return "not run"
 
 
-def _public_item(item: dict, number: str) -> dict:
+def _public_item(item: dict, number: str, base: float) -> dict:
     return {
         "number": number,
         "name": item["name"],
@@ -366,12 +367,13 @@ def _public_item(item: dict, number: str) -> dict:
         "changed": any(h.get("changed") for h in item["hosts"].values()),
         "start": _iso(item["start"]),
         "end": _iso(item["end"]),
+        "offset": _round(item["start"] - base),
         "seconds": _round(item["end"] - item["start"]),
         "hosts": item["hosts"],
     }
 
 
-def _analyses(items: list[dict]) -> list[dict]:
+def _analyses(items: list[dict], base: float) -> list[dict]:
     """Every metric analysis that ran (metric_gate), and those check mode only announced."""
     found = []
     for item in items:
@@ -383,15 +385,15 @@ def _analyses(items: list[dict]) -> list[dict]:
                 found.append({"task": item["name"], "role": item["role"], "host": host, "verdict": detail["verdict"],
                               "message": detail.get("message"), "failed_metrics": detail.get("failed_metrics") or [],
                               "requests": detail.get("requests"), "metrics": detail.get("metrics") or [],
-                              "at": _iso(item["end"])})
+                              "at": _iso(item["end"]), "offset": _round(item["end"] - base)})
             elif item["action"] == "debug" and item["name"].lower().startswith("analysis | would"):
                 found.append({"task": item["name"], "role": item["role"], "host": host, "verdict": "planned",
                               "message": _text(detail.get("msg")), "failed_metrics": [], "requests": None,
-                              "metrics": [], "at": _iso(item["end"])})
+                              "metrics": [], "at": _iso(item["end"]), "offset": _round(item["end"] - base)})
     return found
 
 
-def _canary_summary(items: list[dict], facts: dict) -> dict | None:
+def _canary_summary(items: list[dict], facts: dict, base: float) -> dict | None:
     steps = []
     for item in items:
         if item["action"] != "haproxy_weights" or not item["name"].lower().startswith("step |"):
@@ -403,7 +405,8 @@ def _canary_summary(items: list[dict], facts: dict) -> dict | None:
                 steps.append({"task": item["name"], "requested_percent": first.get("requested_percent"),
                               "reached_percent": first.get("achieved_percent"),
                               "canary_weight": first.get("canary_weight"),
-                              "stable_weight": first.get("stable_weight"), "at": _iso(item["start"])})
+                              "stable_weight": first.get("stable_weight"), "at": _iso(item["start"]),
+                              "offset": _round(item["start"] - base)})
     if not steps and not facts.get("_canary_hosts"):
         return None
     return {"hosts": facts.get("_canary_hosts") or [], "steps": steps,
@@ -423,7 +426,7 @@ def build_report(rec: Recorder, stats: dict) -> dict:
         sections[section].append(item)
     public_sections = {}
     for index, section in enumerate(SECTIONS, start=1):
-        public_sections[section] = [_public_item(item, f"{index}.{n}") for n, item in enumerate(sections[section], start=1)]
+        public_sections[section] = [_public_item(item, f"{index}.{n}", rec.started) for n, item in enumerate(sections[section], start=1)]
 
     failed_hosts = sorted(h for h, s in stats.items() if s.get("failures") or s.get("unreachable"))
     # The recap decides (a failure a rescue handled is not the run's); without it, any failure.
@@ -433,8 +436,8 @@ def build_report(rec: Recorder, stats: dict) -> dict:
         strategy = "blue_green" if rec.facts.get("rollback_blue_green") else (strategy or "host_by_host")
     strategy = strategy or "rolling"
 
-    canary = _canary_summary(steps, rec.facts)
-    analyses = _analyses(steps)
+    canary = _canary_summary(steps, rec.facts, rec.started)
+    analyses = _analyses(steps, rec.started)
     failure = None
     if outcome == "failed":
         last = rec.failures[-1] if rec.failures else {"task": None, "host": None, "msg": ""}
@@ -478,7 +481,8 @@ def build_report(rec: Recorder, stats: dict) -> dict:
         bad = sorted({h for i in batch_items for h, e in i["hosts"].items()
                       if e["status"] in ("failed", "unreachable") and not e.get("ignored")})
         batches.append({"index": b["index"], "play": b["play"], "hosts": b["hosts"], "start": _iso(b["start"]),
-                        "end": _iso(b["end"]), "seconds": _round(b["end"] - b["start"]),
+                        "end": _iso(b["end"]), "offset": _round(b["start"] - rec.started),
+                        "seconds": _round(b["end"] - b["start"]),
                         "outcome": "failed" if bad else "ok", "failed_hosts": bad})
     return {
         "schema": SCHEMA_VERSION,
@@ -610,6 +614,78 @@ def render_markdown(report: dict) -> str:
                          f"{item['outcome']} | {item['seconds']} | {_note_cell(item)} |")
         lines.append("")
     return "\n".join(lines)
+
+
+_COLOURS = {"ok": "#2e8b57", "failed": "#c0392b", "failed (ignored)": "#e67e22", "skipped": "#b0b0b0",
+            "not run": "#dddddd", "pass": "#2e8b57", "fail": "#c0392b", "inconclusive": "#e6a817", "planned": "#7f8c8d"}
+
+
+def _timeline_svg(report: dict) -> str:
+    """An SVG timeline: one row per section and per batch, a bar per step, the canary's weights and verdicts."""
+    total = max(float(report.get("seconds") or 0), 1.0)
+    rows: list[tuple[str, list[tuple[float, float, str, str]]]] = []
+    for b in report["batches"]:
+        rows.append((f"batch {b['index']}: {', '.join(b['hosts'])}",
+                     [(b["offset"] or 0, b["seconds"] or 0, b["outcome"], f"batch {b['index']} ({b['play']}): {b['seconds']} s")]))
+    for section in SECTIONS:
+        bars = [(i["offset"] or 0, i["seconds"] or 0, i["outcome"], f"{i['number']} {i['name']}: {i['outcome']}, {i['seconds']} s")
+                for i in report["sections"][section] if i["outcome"] != "skipped"]
+        if bars:
+            rows.append((SECTION_TITLES[section], bars))
+    canary = report.get("canary") or {}
+    if canary.get("steps"):
+        rows.append(("canary weight", [(st["offset"] or 0, 0, "ok", f"{st['requested_percent']} % requested, "
+                                        f"{st['reached_percent']} % reached") for st in canary["steps"]]))
+    if report.get("analyses"):
+        rows.append(("analyses", [(a["offset"] or 0, 0, a["verdict"], f"{a['verdict']}: {a['message']}")
+                                  for a in report["analyses"]]))
+    label_w, plot_w, row_h = 200, 760, 22
+    height = row_h * len(rows) + 30
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + plot_w + 10}" height="{height}" '
+           f'font-family="sans-serif" font-size="11">']
+    for tick in range(0, 6):
+        x = label_w + plot_w * tick / 5
+        out.append(f'<line x1="{x:.1f}" y1="0" x2="{x:.1f}" y2="{height - 18}" stroke="#eee"/>'
+                   f'<text x="{x:.1f}" y="{height - 5}" text-anchor="middle">{total * tick / 5:.0f} s</text>')
+    for n, (label, bars) in enumerate(rows):
+        y = n * row_h + 4
+        out.append(f'<text x="4" y="{y + 13}">{html.escape(label[:32])}</text>')
+        for start, seconds, outcome, title in bars:
+            x = label_w + plot_w * min(start, total) / total
+            colour = _COLOURS.get(outcome, "#7f8c8d")
+            if seconds <= 0 and label in ("canary weight", "analyses"):
+                out.append(f'<circle cx="{x:.1f}" cy="{y + 9}" r="5" fill="{colour}"><title>{html.escape(title)}</title></circle>')
+                if label == "canary weight":
+                    out.append(f'<text x="{x + 7:.1f}" y="{y + 13}">{html.escape(title.split(" %")[0])} %</text>')
+                continue
+            width = max(plot_w * seconds / total, 1.5)
+            out.append(f'<rect x="{x:.1f}" y="{y + 2}" width="{width:.1f}" height="{row_h - 8}" fill="{colour}">'
+                       f'<title>{html.escape(title)}</title></rect>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def render_html(report: dict) -> str:
+    """One self-contained page: the summary, an SVG timeline and the Markdown report's tables as text."""
+    what = "Rollback" if report["kind"] == "rollback" else "Deployment"
+    title = f"{what} {'plan' if report['plan'] else 'report'}: {report.get('app') or 'app'} " \
+            f"{report.get('deploy_version') or ''} ({report['strategy']}) - {report['outcome'].upper()}"
+    failure = report.get("failure") or {}
+    summary = [("Outcome", report["outcome"] + (" (plan)" if report["plan"] else "")), ("Strategy", report["strategy"]),
+               ("Version", report.get("deploy_version") or "-"), ("Started", report["start"]),
+               ("Ended", f"{report['end']} ({report['seconds']} s)"),
+               ("Rollback steps taken", "yes" if report["rolled_back"] else "no")]
+    if failure:
+        summary += [("Failure", failure["message"]), ("Failed metric", ", ".join(failure.get("failed_metrics") or []) or "-")]
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in summary)
+    colour = _COLOURS["failed" if report["outcome"] == "failed" else "ok"]
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
+            "th,td{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}"
+            "pre{white-space:pre-wrap;font-size:12px}</style></head><body>"
+            f"<h1 style=\"color:{colour}\">{html.escape(title)}</h1><table>{rows}</table>"
+            f"<h2>Timeline</h2>{_timeline_svg(report)}"
+            f"<h2>Checklist</h2><pre>{html.escape(render_markdown(report))}</pre></body></html>\n")
 
 
 def file_stem(report: dict) -> str:

@@ -317,6 +317,22 @@ def test_failed_canary_report_names_the_metric_and_the_rollback_steps():
     assert "## Metric analyses" in markdown and "| fail | success_rate |" in markdown
 
 
+def test_html_page_has_a_timeline_of_batches_steps_and_verdicts():
+    report = _rolling_run(fail_host="web3")
+    page = _report.render_html(report)
+    assert page.startswith("<!DOCTYPE html>") and page.count("<svg") == 1
+    steps = [i for items in report["sections"].values() for i in items if i["outcome"] != "skipped"]
+    # one bar per batch and per step that ran, the failed ones red
+    assert page.count("<rect") == len(report["batches"]) + len(steps)
+    assert page.count('fill="#c0392b"') == 1 + sum(i["outcome"] == "failed" for i in steps)
+    assert "The rollout of 2.0.0 stopped: web3 never became ready" in page
+    canary_page = _report.render_html(_canary_run())
+    # the weight step and the failed verdict are markers on their own rows
+    assert "<title>10.0 % requested, 10.0 % reached</title>" in canary_page
+    assert "<title>fail: fail: success_rate = 80.5% is below the minimum 99%</title>" in canary_page
+    assert "<th>Failed metric</th><td>success_rate</td>" in canary_page
+
+
 def test_check_mode_report_is_a_plan():
     report = _canary_run(check=True)
     assert report["plan"] is True and report["outcome"] == "success"
@@ -382,7 +398,9 @@ def _written(tmp_path):
     files = sorted(glob.glob(str(tmp_path / "reports" / "*")))
     jsons = [f for f in files if f.endswith(".json") and not f.endswith("latest.json")]
     assert len(jsons) == 1, files
-    assert jsons[0][:-5] + ".md" in files and str(tmp_path / "reports" / "latest.md") in files
+    for suffix in (".md", ".html"):
+        assert jsons[0][:-5] + suffix in files
+        assert os.readlink(str(tmp_path / "reports" / f"latest{suffix}")) == os.path.basename(jsons[0][:-5] + suffix)
     with open(jsons[0], encoding="utf-8") as handle:
         return json.load(handle), jsons[0]
 
