@@ -15,6 +15,9 @@ Steps (each its own script, runnable alone):
   lab_up        bench/lab_up/run.py         lab up / reset / down, 6 and 24 app hosts, 5 reps
   rollout       bench/rollout/run.py        (a) serial restart vs (b) community.general.haproxy
                                             vs (c) deploy.yml, under 100 req/s, same lab
+  canary        bench/canary/run.py         deploy_strategy=canary under 100 req/s: (a) 2.1.0-errors
+                                            aborted, its first to last response; (b) 2.0.0 promoted,
+                                            wall time vs the sum of the pauses; 5 runs each, medians
 
 The lab steps use the lab named by LAB_NAME / LAB_SUBNET / LAB_BRIDGE /
 LAB_STATE_DIR / LAB_INVENTORY (the default lab when unset). They take that
@@ -47,7 +50,7 @@ REPO = os.path.dirname(HERE)
 OUT = os.path.join(REPO, "build", "bench")
 BENCH_VENV = os.path.join(REPO, "build", "bench-venv")
 README = os.path.join(HERE, "README.md")
-STEPS = ("health_check", "lab_up", "rollout")
+STEPS = ("health_check", "lab_up", "rollout", "canary")
 
 
 def log(msg: str) -> None:
@@ -85,7 +88,8 @@ def step(name: str, argv: list[str]) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="short forms: health_check --quick, lab_up 1 rep of 6 hosts, rollout 2.0.0 (a) vs (c)")
+                        help="short forms: health_check --quick, lab_up 1 rep of 6 hosts, rollout 2.0.0 (a) vs (c), "
+                             "canary 1 run of each")
     parser.add_argument("--only", help=f"comma-separated steps ({', '.join(STEPS)})")
     parser.add_argument("--no-readme", action="store_true", help="do not write the tables into bench/README.md")
     args = parser.parse_args()
@@ -117,6 +121,10 @@ def main() -> int:
         argv = [os.path.join(HERE, "rollout", "run.py"), "--json", os.path.join(out, "rollout.json"), *readme]
         if step("rollout", argv + (["--quick"] if args.quick else [])):
             failures.append("rollout")
+    if "canary" in steps:
+        argv = [os.path.join(HERE, "canary", "run.py"), "--json", os.path.join(out, "canary.json"), *readme]
+        if step("canary", argv + (["--quick"] if args.quick else [])):
+            failures.append("canary (a run did not abort or promote as it should)")
     if failures:
         log(f"\nbench: FAILED: {', '.join(failures)}")
         return 1
