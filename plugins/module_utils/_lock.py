@@ -177,6 +177,10 @@ class DeployLock:
                  hostname=None):
         if not isinstance(directory, str) or not directory:
             raise LockOptionError(f"lock path must be a non-empty directory path, got {directory!r}")
+        # A relative path would be resolved against the module's temporary
+        # working directory: every run would hold a lock of its own.
+        if not os.path.isabs(directory) or "\n" in directory or "\x00" in directory:
+            raise LockOptionError(f"lock path must be an absolute directory path, got {directory!r}")
         self.name = validate_name(name)
         self.directory = directory
         self.lock_file = os.path.join(directory, name + ".lock")

@@ -191,6 +191,15 @@ def test_deploy_lock_refuses_hostile_names_and_creates_nothing(tmp_path, name):
     assert not locks.exists()
 
 
+@pytest.mark.parametrize("path", ["locks", "./locks", "", "/var/lib/safedeploy/locks\n"])
+def test_deploy_lock_refuses_a_path_every_run_would_see_differently(tmp_path, monkeypatch, path):
+    # Relative to the module's temporary working directory, each run would hold its own lock.
+    monkeypatch.chdir(tmp_path)
+    failed, result = run_module(deploy_lock, {"name": "demoapp-fleet", "path": path, "run_id": "r1"})
+    assert failed and repr(path) in result["msg"], result
+    assert os.listdir(tmp_path) == []
+
+
 def test_lock_names_with_a_trailing_newline_are_not_a_second_lock():
     # 'demoapp-fleet\n' would be a different lock file: two runs would both "hold the lock".
     with pytest.raises(_lock.LockNameError, match=r"'demoapp-fleet\\n'"):
