@@ -51,6 +51,7 @@ options:
   path:
     description:
       - Directory that holds the lock files. Created (mode 0755) when the lock is first taken.
+      - Must be absolute (a relative path would name a different directory in every run).
     type: path
     default: /var/lib/safedeploy/locks
   state:
