@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from xml.etree import ElementTree
 
 import pytest
 import yaml
@@ -321,6 +322,7 @@ def test_html_page_has_a_timeline_of_batches_steps_and_verdicts():
     report = _rolling_run(fail_host="web3")
     page = _report.render_html(report)
     assert page.startswith("<!DOCTYPE html>") and page.count("<svg") == 1
+    ElementTree.fromstring(_report._timeline_svg(report))  # well-formed SVG
     steps = [i for items in report["sections"].values() for i in items if i["outcome"] != "skipped"]
     # one bar per batch and per step that ran, the failed ones red
     assert page.count("<rect") == len(report["batches"]) + len(steps)
