@@ -348,6 +348,12 @@ def write_inventory(config: LabConfig, path: str, key_file: str) -> None:
             "deploy_artifact_checksum": "sha256:{{ lookup('ansible.builtin.file', "
                                         "deploy_artifact ~ '.sha256').split()[0] }}",
             "deploy_metrics_url": config.prometheus_url,
+            # Prometheus scrapes every second: short analysis windows keep
+            # the rolling and blue/green analyses quick in the lab.
+            "rolling_analysis_wait": 5,
+            "rolling_analysis_window": "5s",
+            "blue_green_analysis_wait": 5,
+            "blue_green_analysis_window": "5s",
             "deploy_exec_start": f"/usr/bin/python3 /opt/{APP}/current/{APP}.py --port {APP_PORT}",
             "deploy_version_header": "X-App-Version",
         },
