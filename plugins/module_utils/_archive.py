@@ -294,7 +294,16 @@ class _Extractor:
             os.utime(self._real(rel), (member.mtime, member.mtime), follow_symlinks=False)
 
     def _hardlink(self, member, rel, name) -> None:
-        target_rel = _normalise_name(member.linkname)
+        linkname = member.linkname
+        if linkname.startswith("/"):
+            raise UnsafeMemberError(
+                f"archive member {name!r} is a hard link to the absolute path {linkname!r}, outside the release"
+            )
+        if ".." in linkname.split("/"):
+            raise UnsafeMemberError(
+                f"archive member {name!r} is a hard link to {linkname!r}, which contains a '..' component"
+            )
+        target_rel = _normalise_name(linkname)
         if not target_rel:
             raise UnsafeMemberError(f"archive member {name!r} is a hard link to the root")
         target_rel = self.tree.resolve(target_rel, name)

@@ -93,11 +93,11 @@ def hostile_archives(outside):
         ),
         "hard link out, absolute": (
             tar_bytes([member("passwd", "hardlink", linkname="/etc/passwd")]),
-            "archive member '/etc/passwd' has an absolute path",
+            "archive member 'passwd' is a hard link to the absolute path '/etc/passwd', outside the release",
         ),
         "hard link out, relative": (
             tar_bytes([member("passwd", "hardlink", linkname="../../../etc/passwd")]),
-            "archive member '../../../etc/passwd' contains a '..' component",
+            "archive member 'passwd' is a hard link to '../../../etc/passwd', which contains a '..' component",
         ),
         "character device": (tar_bytes([member("dev/null", "chr")]), "archive member 'dev/null' is a character device"),
         "block device": (tar_bytes([member("dev/sda", "blk")]), "archive member 'dev/sda' is a block device"),
