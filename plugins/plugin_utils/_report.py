@@ -58,7 +58,7 @@ _PRECHECK_RE = re.compile(
     r"^check the\b|^is the fleet blue/green|^note the strategy|^validating arguments against arg spec",
     re.IGNORECASE)
 _VERIFY_RE = re.compile(
-    r"^(?:analysis|verify idle|verify) \||\bverify\b|\bverification\b|\bprobe\b|wait until .*\b(?:ready|up)\b|"
+    r"^(?:analysis|analyse idle|analyse live|verify idle|verify) \||\bverify\b|\bverification\b|\bprobe\b|wait until .*\b(?:ready|up)\b|"
     r"mark the release good|decide whether the rollout goes on|"
     r"failed hosts of this batch|stop the rollout when|judge the",
     re.IGNORECASE)
@@ -97,7 +97,7 @@ def classify(name: str, role: str | None = None, action: str | None = None,
     if _FINISH_RE.search(name) and (not role or name.lower().startswith("unlock |")):
         return "finish"
     # A failed analysis sets the abort up but is itself a verification.
-    if name.lower().startswith("analysis |"):
+    if re.match(r"analy(?:sis|se)\b[^|]*\|", name, re.IGNORECASE):
         return "verify"
     # The pre-checks never change anything (their "or restore it" is a pre-check's fix-up).
     if role == "preflight" or "preflight" in parent_roles:
@@ -287,7 +287,7 @@ class Recorder:
             entry["delegated_to"] = delegated_to
         msg = result.get("msg")
         if status in ("failed", "unreachable") or (msg and item["action"] in ("fail", "assert")):
-            entry["msg"] = _text(msg if msg is not None else result.get("stderr", ""))
+            entry["msg"] = _text(msg if msg is not None else result.get("stderr", ""), limit=2000)
         detail = extract_detail(item["action"], result)
         if detail:
             entry["detail"] = detail
@@ -514,8 +514,8 @@ def render_json(report: dict) -> str:
     return json.dumps(report, indent=2, sort_keys=False, default=str) + "\n"
 
 
-def _cell(value) -> str:
-    text = _text(value, limit=300)
+def _cell(value, limit: int = 300) -> str:
+    text = _text(value, limit=limit)
     return text.replace("|", "\\|") if text else ""
 
 
@@ -568,7 +568,7 @@ def render_markdown(report: dict) -> str:
             rows.append((f"Metric {metric.get('name')}", metric.get("reason") or metric.get("value")))
         if failure.get("failed_hosts"):
             rows.append(("Failed hosts", ", ".join(failure["failed_hosts"])))
-    lines += ["| | |", "|---|---|"] + [f"| {k} | {_cell(v)} |" for k, v in rows] + [""]
+    lines += ["| | |", "|---|---|"] + [f"| {k} | {_cell(v, limit=2000)} |" for k, v in rows] + [""]
 
     if report["hosts"]:
         lines += ["## Hosts", "", "| host | batch | before | after | outcome | rolled back |", "|---|---|---|---|---|---|"]

@@ -54,6 +54,8 @@ ROLES = os.path.join(ROOT, "roles")
     ("Analysis | Judge the canary against the stable hosts", "safedeploy.fleet.canary", "safedeploy.fleet.metric_gate",
      [(None, "Step through canary_steps")], "Canary", "verify"),
     ("Analysis | Abort on a failed analysis", "safedeploy.fleet.canary", "set_fact", [], "Canary", "verify"),
+    ("Analyse idle | Stop before the switch; nothing was switched", "safedeploy.fleet.blue_green", "fail", [],
+     "Blue/green", "verify"),
     ("Step | Send a share of the traffic to the canary, step 1", "safedeploy.fleet.canary",
      "safedeploy.fleet.haproxy_weights", [(None, "Step through canary_steps")], "Canary", "deploy"),
     ("Re-activate the last good release", "safedeploy.fleet.release", "safedeploy.fleet.release",
