@@ -46,13 +46,15 @@ COLLECTION_PREFIX = "safedeploy.fleet."
 BOOKKEEPING_ACTIONS = frozenset(("set_fact", "meta", "include_role", "include_tasks", "import_role",
                                  "import_tasks", "include_vars", "set_stats", "pause_noop"))
 
-# A task's own name may say it anywhere; an include around it must start with it
-# ("Record the verdict, or return to the last good release" wraps the happy path too).
-_ROLLBACK_WORDS = (r"abort\b|undo\b|switch(?:es|ed)? back|switch every load balancer back|roll(?:ed|ing)?[ -]?back\b|"
-                   r"restored?\b|return(?:s)? (?:to|this host|each idle|the idle pool)|re-activate|"
-                   r"mark the failed release bad|put every load balancer back|enable the restored")
-_ROLLBACK_RE = re.compile(r"\b(?:" + _ROLLBACK_WORDS + r")|last good release", re.IGNORECASE)
-_ROLLBACK_PARENT_RE = re.compile(r"^(?:\w+ \| )?(?:" + _ROLLBACK_WORDS + r")", re.IGNORECASE)
+# Words that mean a rollback wherever they stand, and words that do only at
+# the start of an include's name ("Record the verdict, or return to the last
+# good release" wraps the happy path too); a task's own name may say either anywhere.
+_ROLLBACK_ANYWHERE = (r"abort\b|undo\b|switch(?:es|ed)? back|switch every load balancer back|put every load balancer back|"
+                      r"roll(?:ed|ing)?[ -]?back\b|re-activate|mark the failed release bad")
+_ROLLBACK_AT_START = r"restored?\b|return(?:s)? (?:to|this host|each idle|the idle pool)|enable the restored"
+_ROLLBACK_RE = re.compile(r"\b(?:" + _ROLLBACK_ANYWHERE + "|" + _ROLLBACK_AT_START + r")|last good release", re.IGNORECASE)
+_ROLLBACK_PARENT_RE = re.compile(r"\b(?:" + _ROLLBACK_ANYWHERE + r")|^(?:[\w ]+ \| )?(?:" + _ROLLBACK_AT_START + ")",
+                                 re.IGNORECASE)
 _PRECHECK_RE = re.compile(
     r"^(?:inputs|preflight|lock|live pool|versions|plan|stranded|artifact|hosts|health|load balancers) \||"
     r"^check the\b|^is the fleet blue/green|^note the strategy|^validating arguments against arg spec",
