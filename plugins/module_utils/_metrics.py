@@ -58,7 +58,7 @@ VERDICTS = (PASS, FAIL, INCONCLUSIVE)
 PROVIDERS = ("prometheus", "web")
 TEMPLATE_NAMES = ("canary", "stable", "canary_list", "stable_list", "window", "version", "app")
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
+_DURATION = re.compile(r"(\d+(ms|s|m|h|d|w|y))+")
 _METRIC_KEYS = {
     "name", "query", "baseline_query", "url", "max", "min", "max_vs_baseline", "baseline_tolerance",
     "unit", "description",
@@ -168,7 +168,7 @@ def swap_to_baseline(template):
 
 def check_window(window):
     text = str(window).strip()
-    if not _DURATION.match(text):
+    if not _DURATION.fullmatch(text):
         raise MetricsConfigError(f"window must be a Prometheus duration such as 30s, 1m or 1m30s, got {window!r}")
     return text
 
