@@ -18,6 +18,9 @@ Steps (each its own script, runnable alone):
   canary        bench/canary/run.py         deploy_strategy=canary under 100 req/s: (a) 2.1.0-errors
                                             aborted, its first to last response; (b) 2.0.0 promoted,
                                             wall time vs the sum of the pauses; 5 runs each, medians
+  scale         bench/scale/run.py          rolling deploy at 25 % batches on 6 and 24 hosts: wall / floor,
+                                            controller CPU per host, rollback / deploy, a 100 MB artifact
+                                            to 24 hosts twice (bytes served, hosts copied to); 3 reps
 
 The lab steps use the lab named by LAB_NAME / LAB_SUBNET / LAB_BRIDGE /
 LAB_STATE_DIR / LAB_INVENTORY (the default lab when unset). They take that
@@ -50,7 +53,7 @@ REPO = os.path.dirname(HERE)
 OUT = os.path.join(REPO, "build", "bench")
 BENCH_VENV = os.path.join(REPO, "build", "bench-venv")
 README = os.path.join(HERE, "README.md")
-STEPS = ("health_check", "lab_up", "rollout", "canary")
+STEPS = ("health_check", "lab_up", "rollout", "canary", "scale")
 
 
 def log(msg: str) -> None:
@@ -89,7 +92,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="short forms: health_check --quick, lab_up 1 rep of 6 hosts, rollout 2.0.0 (a) vs (c), "
-                             "canary 1 run of each")
+                             "canary 1 run of each, scale 6 hosts 1 rep with a 5 MB artifact")
     parser.add_argument("--only", help=f"comma-separated steps ({', '.join(STEPS)})")
     parser.add_argument("--no-readme", action="store_true", help="do not write the tables into bench/README.md")
     args = parser.parse_args()
@@ -125,6 +128,11 @@ def main() -> int:
         argv = [os.path.join(HERE, "canary", "run.py"), "--json", os.path.join(out, "canary.json"), *readme]
         if step("canary", argv + (["--quick"] if args.quick else [])):
             failures.append("canary (a run did not abort or promote as it should)")
+    if "scale" in steps:
+        argv = [os.path.join(HERE, "scale", "run.py"), "--json", os.path.join(out, "scale.json"), *readme]
+        argv += ["--sizes", "6", "--reps", "1", "--artifact-mb", "5"] if args.quick else []
+        if step("scale", argv):
+            failures.append("scale (a playbook failed, or the artifact was served or copied more than once)")
     if failures:
         log(f"\nbench: FAILED: {', '.join(failures)}")
         return 1
