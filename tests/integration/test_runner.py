@@ -39,7 +39,8 @@ def _report(report_dir) -> dict:
     assert len(reports) == 1, reports
     with open(reports[0], encoding="utf-8") as handle:
         report = json.load(handle)
-    assert os.path.exists(reports[0][:-len(".json")] + ".md")
+    for suffix in (".md", ".html"):
+        assert os.path.exists(reports[0][:-len(".json")] + suffix), suffix
     return report
 
 
