@@ -10,7 +10,8 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: demo test deps venv collection artifacts lab-up lab-down lab-status lab-reset \
-        test-unit lint sanity test-integration molecule bench bench-quick clean ee module-docs
+        test-unit lint sanity test-integration molecule bench bench-quick clean ee module-docs \
+        test-faults
 
 demo: deps venv collection artifacts
 	$(PY) tests/lab/demo.py
@@ -59,6 +60,10 @@ sanity: venv
 
 test-integration: venv collection artifacts
 	$(PY) -m pytest -q -p no:cacheprovider tests/integration
+
+# The fault-injection suite alone (docs/reliability.md); test-integration runs it too.
+test-faults: venv collection artifacts
+	$(PY) -m pytest -q -p no:cacheprovider --durations=0 tests/integration/test_faults_*.py
 
 molecule: venv collection artifacts
 	@tools/molecule.sh
