@@ -1,0 +1,130 @@
+"""Metric analysis in the rolling and blue/green strategies, on the lab under 100 req/s.
+
+The lab inventory sets short analyses (rolling_analysis_wait / blue_green_analysis_wait
+5 s, windows of 5s; Prometheus scrapes every second), and deploy_metrics_url, so
+the analyses are on by default. 2.1.0-errors passes every health check and
+answers 500 to a fifth of its requests.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from conftest import REPO, ansible_playbook, failed_requests, lab_cli
+from test_blue_green import BLUE, FAST as BG_FAST, GREEN, assert_live, bg, bg_lab, failed, live_traffic  # noqa: F401
+from test_rolling import assert_all_up
+
+DEPLOY = os.path.join(REPO, "playbooks", "deploy.yml")
+ERRORS = "2.1.0-errors"
+FAST = {"release_liveness_seconds": 2}
+
+
+def flat(output: str) -> str:
+    return " ".join(output.split())
+
+
+def failed_between(traffic, t0: float, t1: float) -> list[dict]:
+    return [r for r in failed_requests(traffic) if t0 <= r["t"] < t1]
+
+
+def running(lab, host: str) -> str:
+    """The version the host's app runs, from its readiness endpoint (its pages may answer 500)."""
+    return lab.ssh(host, "python3 -c \"import urllib.request as u; print(u.urlopen("
+                         "'http://127.0.0.1:8080/ready', timeout=5).headers['X-App-Version'])\"").stdout.strip()
+
+
+def wait_until(moment: float) -> None:
+    time.sleep(max(0.0, moment - time.time()))
+
+
+def test_rolling_analysis_stops_the_errors_release_after_the_first_batch(fresh_lab, traffic):
+    hosts = [h.name for h in fresh_lab.app_hosts]
+
+    # Plain serial first (rolling_analysis off): it rolls the release onto every host.
+    plain_start = time.time()
+    plain = ansible_playbook(DEPLOY, extra_vars={"deploy_version": ERRORS, "rolling_analysis": False, **FAST})
+    assert plain.returncode == 0, plain.stdout[-4000:]
+    assert {h: running(fresh_lab, h) for h in hosts} == dict.fromkeys(hosts, ERRORS)
+    assert "ROLLING ANALYSIS" not in plain.stdout
+    # Both runs are observed over windows of the same length, from their start:
+    # the plain run's duration + 30 s (the plain fleet keeps failing after it).
+    observe = time.time() - plain_start + 30
+    wait_until(plain_start + observe)
+    plain_failed = failed_between(traffic, plain_start, plain_start + observe)
+
+    # The same fleet back on 1.0.0 (power-cycled; traffic during the reset is in neither window).
+    lab_cli("reset")
+    fresh_lab.refresh()
+    assert_all_up(fresh_lab)
+    time.sleep(3)  # Prometheus (reset too) scrapes the fleet again
+
+    started = time.time()
+    run = ansible_playbook(DEPLOY, extra_vars={"deploy_version": ERRORS, **FAST})
+    assert run.returncode != 0, run.stdout[-4000:]
+    out = flat(run.stdout)
+    assert "ROLLING ANALYSIS: FAIL - web1 (2.1.0-errors) against the 5 host(s) not yet updated" in out, out[-3000:]
+    assert f"The rollout of {ERRORS} stopped: the analysis of web1" in out
+    assert "FAILED - fail: success_rate = " in out and "is below the minimum 99%" in out
+    assert "Every host it had updated is back on its last good release" in out
+    # Stopped after the first batch: only web1 ever ran it, and it is marked bad there.
+    assert {h: fresh_lab.version_on(h) for h in hosts} == dict.fromkeys(hosts, "1.0.0")
+    assert fresh_lab.history("web1")["releases"][ERRORS]["verdict"] == "bad"
+    assert fresh_lab.history("web1")["history"][-1]["version"] == "1.0.0"
+    for host in hosts[1:]:
+        assert ERRORS not in fresh_lab.history(host)["releases"], host
+    assert_all_up(fresh_lab)
+    assert run.elapsed < observe, f"the run with analysis took {run.elapsed:.0f} s, longer than the {observe:.0f} s window"
+    wait_until(started + observe)
+    analysis_failed = failed_between(traffic, started, started + observe)
+
+    summary = (f"failed requests from deploy start to {observe:.0f} s after it (plain run: {plain.elapsed:.0f} s, "
+               f"with analysis: {run.elapsed:.0f} s): with rolling_analysis {len(analysis_failed)}, plain serial "
+               f"{len(plain_failed)} ({100 * len(analysis_failed) / max(1, len(plain_failed)):.1f} %)")
+    print("\n" + summary)
+    assert plain_failed, summary
+    assert len(analysis_failed) <= 0.05 * len(plain_failed), summary
+    assert {r["version"] for r in analysis_failed} <= {ERRORS}, summary
+
+
+def test_blue_green_errors_release_is_never_switched_to(bg, live_traffic):  # noqa: F811 - fixtures of test_blue_green
+    run = ansible_playbook(DEPLOY, extra_vars={"deploy_version": ERRORS, **BG_FAST})
+    assert run.returncode != 0, run.stdout[-4000:]
+    out = flat(run.stdout)
+    assert "BLUE/GREEN ANALYSIS: FAIL - the idle pool green before the switch" in out, out[-3000:]
+    assert "success_rate = " in out and "is below the minimum 99%" in out
+    assert "Nothing was switched: blue (1.0.0) still serves every request" in out
+    assert_live(bg, "blue")
+    assert failed(live_traffic.records) == []
+    assert {r["version"] for r in live_traffic.records} == {"1.0.0"}, "the live route never saw it"
+    assert {running(bg, h) for h in GREEN} == {ERRORS}, "the idle pool keeps it until blue_green_phase=abort"
+    assert {bg.version_on(h) for h in BLUE} == {"1.0.0"}
+    assert bg.ssh("lb1", "test -e /var/lib/safedeploy/locks/demoapp-fleet.lock", check=False).returncode == 1
+
+
+def test_blue_green_analysis_after_the_switch_switches_back(bg, live_traffic):  # noqa: F811 - fixtures
+    # Without the analysis before the switch, 2.1.0-errors goes live; the
+    # analysis after the switch catches it and every LB goes back to blue.
+    run = ansible_playbook(DEPLOY, extra_vars={"deploy_version": ERRORS, "blue_green_analysis_before_switch": False,
+                                               **BG_FAST})
+    assert run.returncode != 0, run.stdout[-4000:]
+    time.sleep(1)
+    out = flat(run.stdout)
+    assert "BLUE/GREEN ANALYSIS: FAIL - the new live pool green after the switch" in out, out[-3000:]
+    assert "success_rate = " in out and "Every load balancer was switched back to blue" in out
+    assert_live(bg, "blue")
+    records = live_traffic.records
+    bad = [r for r in records if r["version"] == ERRORS]
+    assert bad, "2.1.0-errors never took live traffic"
+    span = max(r["t"] for r in bad) - min(r["t"] for r in bad)
+    failures = failed(records)
+    summary = (f"2.1.0-errors was live for {span:.1f} s: {len(failures)} of {len(records)} requests failed, "
+               f"{len(bad)} answered by it")
+    print("\n" + summary)
+    # Live for the live-route probe (blue_green_watch_seconds 2), the analysis
+    # wait (5 s), the query and the switch back; 30 s leaves room for a loaded
+    # machine. Only its own 500s failed, about a fifth of what it answered.
+    assert span < 30, summary
+    assert {r["version"] for r in failures} <= {ERRORS}, summary
+    assert len(failures) <= 0.3 * len(bad), summary
+    assert all(r["version"] == "1.0.0" for r in records if r["t"] > max(x["t"] for x in bad)), summary
