@@ -56,6 +56,7 @@ options:
 """
 
 import os  # noqa: E402
+import socket  # noqa: E402
 import time  # noqa: E402
 
 from ansible import context  # noqa: E402
@@ -135,8 +136,11 @@ class CallbackModule(CallbackBase):
                     extra = dict(play.get_variable_manager().extra_vars)
                 except Exception:  # noqa: BLE001 - a report must never break the run
                     extra = {}
+            who = {"user": os.environ.get("USER") or os.environ.get("LOGNAME"), "controller": socket.gethostname(),
+                   "awx_job_id": os.environ.get("AWX_JOB_ID") or os.environ.get("JOB_ID")}
             self._rec = Recorder(self._playbook, bool(context.CLIARGS.get("check", False)),
-                                 {k: extra.get(k) for k in _REPORT_VARS if isinstance(extra.get(k), (str, int, float))})
+                                 {k: extra.get(k) for k in _REPORT_VARS if isinstance(extra.get(k), (str, int, float))},
+                                 who=who)
         return self._rec
 
     def v2_playbook_on_play_start(self, play):

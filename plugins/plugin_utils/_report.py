@@ -210,7 +210,7 @@ class Recorder:
     """Builds the report from the events of one playbook run."""
 
     def __init__(self, playbook: str = "", check_mode: bool = False, extra_vars: dict | None = None,
-                 now: float | None = None) -> None:
+                 now: float | None = None, who: dict | None = None) -> None:
         self.playbook = playbook
         self.check_mode = bool(check_mode)
         extra_vars = extra_vars or {}
@@ -229,6 +229,8 @@ class Recorder:
         self.play = ""
         self.failures: list[dict] = []
         self.relevant = False
+        # who ran it: user, controller, AWX job id (the run id comes from the fleet lock's facts)
+        self.who = {k: v for k, v in (who or {}).items() if v}
 
     # -- events ----------------------------------------------------------------
     def set_var(self, name: str, value) -> None:
@@ -311,7 +313,8 @@ class Recorder:
         keep = {k: v for k, v in facts.items()
                 if k in ("deploy_strategy_selected", "rolling_aborted", "rolling_abort_reason", "canary_aborted",
                          "canary_abort_reason", "canary_promoted", "_canary_abort_reason", "rollback_blue_green",
-                         "_rolling_batch_hosts", "_canary_hosts", "_blue_green_live", "_blue_green_idle")}
+                         "_rolling_batch_hosts", "_canary_hosts", "_blue_green_live", "_blue_green_idle",
+                         "_deploy_run_id")}
         self.facts.update(keep)
         per_host = {k: v for k, v in facts.items() if k in ("_rolling_result", "_rolling_reason")}
         if per_host:
@@ -491,6 +494,7 @@ def build_report(rec: Recorder, stats: dict) -> dict:
         "kind": kind,
         "plan": rec.check_mode,
         "playbook": rec.playbook,
+        "run": {**rec.who, **({"run_id": rec.facts["_deploy_run_id"]} if rec.facts.get("_deploy_run_id") else {})},
         "app": rec.vars.get("deploy_app"),
         "deploy_version": rec.vars.get("deploy_version"),
         "strategy": strategy,
@@ -558,6 +562,7 @@ def render_markdown(report: dict) -> str:
             ("Strategy", report["strategy"]),
             ("Version", report.get("deploy_version") or "-"),
             ("Playbook", report["playbook"]),
+            ("Run", ", ".join(f"{k} {v}" for k, v in report["run"].items()) or "-"),
             ("Started", report["start"]),
             ("Ended", f"{report['end']} ({report['seconds']} s)"),
             ("Rollback steps taken", "yes" if report["rolled_back"] else "no")]

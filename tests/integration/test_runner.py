@@ -84,6 +84,8 @@ def test_rolling_deploy_through_ansible_runner_writes_the_report(fresh_lab, traf
         ("deploy", "rolling", "2.0.0", "success", False)
     taken = [i["name"] for i in report["sections"]["rollback"] if i["outcome"] != "skipped"]
     assert report["failure"] is None and report["rolled_back"] is False and not taken, taken
+    # the AWX job id from the job's environment, and the run id the fleet lock was taken with
+    assert report["run"]["awx_job_id"] == "4242" and report["run"]["run_id"], report["run"]
     # rolling_serial [3]: two batches of three hosts, every host in one of them, on 2.0.0 after
     assert [len(b["hosts"]) for b in report["batches"]] == [3, 3], report["batches"]
     assert sorted(h for b in report["batches"] for h in b["hosts"]) == sorted(hosts)

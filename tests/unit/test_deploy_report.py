@@ -162,7 +162,8 @@ def _task(rec, clock, key, name, role=None, action="ansible.builtin.debug", pare
 
 def _rolling_run(fail_host=None):
     clock = Clock()
-    rec = Recorder("/x/playbooks/deploy.yml", False, {"deploy_version": "2.0.0"}, now=clock())
+    rec = Recorder("/x/playbooks/deploy.yml", False, {"deploy_version": "2.0.0"}, now=clock(),
+                   who={"user": "alice", "controller": "ctl1", "awx_job_id": None})
     rec.set_var("deploy_app", "demoapp")
     rec.set_var("deploy_version", "9.9.9")  # extra vars win over the inventory
     rec.play_start("The fleet lock and the pre-checks", "p1", False, clock())
@@ -171,6 +172,8 @@ def _rolling_run(fail_host=None):
           results=[("web1", "ok", {"ansible_facts": {"deploy_strategy_selected": "rolling"}})])
     _task(rec, clock, "t3", "Lock | Take the fleet lock demoapp-fleet", action="safedeploy.fleet.deploy_lock",
           results=[("web1", "changed", {"acquired": True})])
+    _task(rec, clock, "t3b", "Lock | Identify this run", action="ansible.builtin.set_fact",
+          results=[("web1", "ok", {"ansible_facts": {"_deploy_run_id": "20261127T110257Z-abc"}})])
     _task(rec, clock, "t4", "Health | Every host is ready", "safedeploy.fleet.preflight", "ansible.builtin.assert",
           results=[("web1", "ok", {})])
     for hosts in (["web1"], ["web2", "web3"]):
@@ -209,6 +212,9 @@ def test_rolling_report_lists_batches_hosts_versions_and_sections():
     assert (report["kind"], report["strategy"], report["app"], report["deploy_version"], report["outcome"]) == \
         ("deploy", "rolling", "demoapp", "2.0.0", "success")
     assert report["failure"] is None and not report["rolled_back"] and not report["plan"]
+    # who ran it, and the run id the fleet lock was taken with
+    assert report["run"] == {"user": "alice", "controller": "ctl1", "run_id": "20261127T110257Z-abc"}
+    assert "| Run | user alice, controller ctl1, run_id 20261127T110257Z-abc |" in _report.render_markdown(report)
     assert [(b["index"], b["hosts"], b["outcome"]) for b in report["batches"]] == [
         (1, ["web1"], "ok"), (2, ["web2", "web3"], "ok")]
     assert {h: (v["before"], v["after"], v["batches"]) for h, v in report["hosts"].items()} == {
