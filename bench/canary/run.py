@@ -235,7 +235,8 @@ def markdown(results: list[dict], meta: dict) -> str:
         f"{meta['load_after'][0]:.0f} after); {meta['ansible']}; {meta['hosts']} app hosts behind one HAProxy, "
         f"canary {meta['canary']}; {meta['rate']:g} req/s through the LB from 1 s before each deploy until "
         f"{meta['tail']:g} s after it; {len(aborts)} + {len(promotes)} runs, alternating; medians (all runs in "
-        f"`build/bench/canary.json`).",
+        f"`build/bench/canary.json`). Command: `.venv/bin/python {meta['command']}`"
+        + (f" ({meta['note']})" if meta.get("note") else "") + ".",
         "",
         f"**(a) abort of {BAD}** (steps `{json.dumps(aborts[0]['steps']) if aborts else '-'}`):",
         "",
@@ -256,7 +257,7 @@ def markdown(results: list[dict], meta: dict) -> str:
         lines.append(f"| bound: pause before the first analysis ({bound - SLACK_S:g} s) + {SLACK_S:g} s "
                      f"| {bound:g} s | met in {within} of {len(aborts)} |")
     row("first response to canary weight 0 (sampled every 0.2 s)", "to_weight_0_s", aborts)
-    row(f"requests answered by {BAD} (of them 500)", "bad_requests", aborts, unit="")
+    row(f"requests answered by {BAD}", "bad_requests", aborts, unit="")
     row(f"{BAD} answers that were 500", "bad_failed", aborts, unit="")
     lines.append(f"| aborted at the first analysis, on | {', '.join(sorted({str(r.get('aborted_on')) for r in aborts}))} "
                  f"| canary host back on {', '.join(sorted({v for r in aborts for v in r['after']['versions'].values()}))} |")
@@ -293,7 +294,17 @@ def main() -> int:
     parser.add_argument("--json", default=os.path.join(REPO, "build", "bench", "canary.json"))
     parser.add_argument("--readme", help="write the tables into this README between the canary markers")
     parser.add_argument("--keep-lab", action="store_true", help="leave the lab up at the end")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: print (and with --readme write) the tables of the runs in --json")
     args = parser.parse_args()
+    if args.report_only:
+        with open(args.json, encoding="utf-8") as handle:
+            saved = json.load(handle)
+        table = markdown(saved["results"], saved["meta"])
+        print(table)
+        if args.readme:
+            write_section(args.readme, README_BEGIN, README_END, table)
+        return 0
     runs = args.runs or (1 if args.quick else 5)
     kinds = [args.only] if args.only else ["abort", "promote"]
 
