@@ -114,13 +114,14 @@ def rerun() -> subprocess.CompletedProcess:
 # 1. A host powered off mid-batch ------------------------------------------------
 
 
-def power_off_when_drained(lab, deploy: Deploy, host: str) -> None:
+def power_off_when_drained(lab, deploy: Deploy, host: str) -> str:
     """Power ``host`` off once the deploy has drained it; the deploy must then end failed, naming it."""
     deploy.wait_for(lambda: admin_state(lab, host) == "drain", f"{host} drained")
     lab_cli("kill", host)
     rc, out = deploy.finish()
     assert rc != 0, out[-3000:]
     assert f"fatal: [{host}]: UNREACHABLE!" in out, out[-3000:]
+    return out
 
 
 def start_and_rerun(lab, traffic, host: str) -> subprocess.CompletedProcess:
@@ -156,16 +157,24 @@ def test_host_powered_off_alone_in_its_batch_stops_the_run(fresh_lab, traffic, t
     lab = fresh_lab
     before = histories(lab)
     deploy = Deploy(tmp_path, deploy_version="2.0.0", **FAST)
-    power_off_when_drained(lab, deploy, "web2")
+    out = power_off_when_drained(lab, deploy, "web2")
     assert failed_requests(traffic) == []
-    assert_on(lab, "2.0.0", ["web1"])  # the batch before
+    left_locked = os.path.exists(lock_path(lab))
+    if left_locked:
+        # Ansible ended the playbook at the lost batch (docs/reliability.md, known gaps):
+        # no undo, no unlock; web1, updated by the batch before, stays on 2.0.0, verified.
+        assert_on(lab, "2.0.0", ["web1"])
+    else:
+        # The rollout stopped the documented way: web1, updated by this run, was undone.
+        assert "The rollout of 2.0.0 stopped" in flat(out), out[-3000:]
+        assert lab.version_on("web1") == "1.0.0"
+        assert lab.history("web1")["releases"]["2.0.0"]["verdict"] == "bad"
     for host in ("web3", "web4", "web5", "web6"):  # no further batch started
         assert lab.version_on(host) == "1.0.0"
         assert lab.history(host) == before[host]
     servers = lab.haproxy_servers()
     assert servers["web2"]["admin_state"] == "drain"
     assert all(s["admin_state"] == "ready" and s["healthy"] for n, s in servers.items() if n != "web2"), servers
-    left_locked = os.path.exists(lock_path(lab))
 
     again = start_and_rerun(lab, traffic, "web2")
     # A lock the stopped run left behind is taken over at once (its pid is gone), with a warning.
