@@ -122,9 +122,10 @@ def test_blue_green_analysis_after_the_switch_switches_back(bg, live_traffic):  
                f"{len(bad)} answered by it")
     print("\n" + summary)
     # Live for the live-route probe (blue_green_watch_seconds 2), the analysis
-    # wait (5 s), the query and the switch back; 30 s leaves room for a loaded
-    # machine. Only its own 500s failed, about a fifth of what it answered.
-    assert span < 30, summary
+    # wait (5 s), the query and the switch back: about 15 s on a quiet machine;
+    # 19-48 s were measured on a 2-core machine shared with other labs (load
+    # 12-20), hence 60 s. Only its own 500s failed, about a fifth of what it answered.
+    assert span < 60, summary
     assert {r["version"] for r in failures} <= {ERRORS}, summary
     assert len(failures) <= 0.3 * len(bad), summary
     assert all(r["version"] == "1.0.0" for r in records if r["t"] > max(x["t"] for x in bad)), summary
