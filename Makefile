@@ -58,8 +58,10 @@ lint: venv collection
 sanity: venv
 	@tools/sanity.sh
 
+# The fault-injection suite (tests/integration/test_faults_*.py) has its own
+# target, run by CI after `make test`.
 test-integration: venv collection artifacts
-	$(PY) -m pytest -q -p no:cacheprovider tests/integration
+	$(PY) -m pytest -q -p no:cacheprovider --ignore-glob='*/test_faults_*' tests/integration
 
 # The fault-injection suite alone (docs/reliability.md); test-integration runs it too.
 test-faults: venv collection artifacts
