@@ -123,8 +123,9 @@ def run_playbook(playbook: str, size: int, extra: dict, report_dir: str) -> dict
 
 
 def report_figures(report_dir: str) -> dict:
-    """Batches and the steps that took longest (summed over batches) from the deployment report."""
-    path = os.path.join(report_dir, "latest.json")
+    """Batches and the steps that took longest (summed over batches) from the deployment report
+    (REPORT_DIR/latest.json, or a report's JSON file)."""
+    path = report_dir if report_dir.endswith(".json") else os.path.join(report_dir, "latest.json")
     if not os.path.exists(path):
         return {}
     with open(path, encoding="utf-8") as handle:
@@ -139,7 +140,35 @@ def report_figures(report_dir: str) -> dict:
     batches = [b["seconds"] for b in report.get("batches", [])]
     top = sorted(steps.items(), key=lambda kv: -kv[1])[:10]
     return {"seconds": report.get("seconds"), "batches": batches, "steps_total": round(counted, 1),
-            "top_steps": [[name, round(sec, 1)] for name, sec in top]}
+            "top_steps": [[name, round(sec, 1)] for name, sec in top], "per_batch": per_batch(report)}
+
+
+def per_batch(report: dict) -> dict:
+    """Mean seconds per batch of the steps the roles of other owners could batch: lb_member's (four
+    haproxy_server calls delegated to each LB for each host, plus its input checks), the release role's
+    health_check waits (readiness, liveness watch), and a run_once step of the same batches for scale."""
+    sums = collections.defaultdict(float)
+    count = collections.Counter()
+    nbatches = max(len(report.get("batches", [])), 1)
+    for section in report.get("sections", {}).values():
+        for entry in section:
+            if entry.get("batch") is None:
+                continue
+            sec = entry.get("seconds") or 0.0
+            sums["all steps"] += sec
+            if entry.get("role") == "lb_member":
+                sums["lb_member, all"] += sec
+                if entry.get("module") == "haproxy_server":
+                    sums["lb_member, haproxy_server calls"] += sec
+                    count["haproxy_server"] += 1
+            if entry.get("module") == "health_check":
+                sums["health_check (readiness + liveness)"] += sec
+            if entry.get("module") == "deploy_lock":
+                sums["run_once step (deploy_lock refresh)"] += sec
+    out = {k: round(v / nbatches, 1) for k, v in sums.items()}
+    out["batch wall"] = round(sum(b["seconds"] for b in report.get("batches", [])) / nbatches, 1)
+    out["haproxy_server steps per batch"] = count["haproxy_server"] / nbatches
+    return out
 
 
 def distribute(size: int, size_mb: int, work: str) -> dict:
@@ -218,6 +247,10 @@ def markdown(data: dict) -> str:
                   f"{', '.join(f'{b:.0f}' for b in rep['batches'])}; seconds summed over the batches, per step):", "",
                   "| step | seconds |", "|---|---|"]
         lines += [f"| {name} | {sec:.1f} |" for name, sec in rep["top_steps"]]
+        if rep.get("per_batch"):
+            lines += ["", "Per batch (means over the batches of that run):", "", "| what | seconds per batch |",
+                      "|---|---|"]
+            lines += [f"| {name} | {value:g} |" for name, value in rep["per_batch"].items()]
     art = data.get("artifact")
     if art:
         lines += ["", f"**Artifact distribution**: {art['size_bytes'] / 1e6:.0f} MB (random payload, gzip cannot "
@@ -253,10 +286,13 @@ def main() -> int:
     parser.add_argument("--json", default=os.path.join(REPO, "build", "bench", "scale.json"))
     parser.add_argument("--readme", help="write the table into this README between the scale markers")
     parser.add_argument("--render", action="store_true", help="only print (and --readme) the table of --json")
+    parser.add_argument("--report", help="with --render: the deployment report (JSON) to take the step timings from")
     args = parser.parse_args()
     if args.render:
         with open(args.json, encoding="utf-8") as handle:
             data = json.load(handle)
+        if args.report:  # a kept deployment report of the largest size's last deploy
+            data["results"][str(data["sizes"][-1])]["report"] = report_figures(args.report)
         print(save(data, args))
         return 0
     sizes = [int(s) for s in args.sizes.split(",")]
