@@ -349,11 +349,16 @@ def write_inventory(config: LabConfig, path: str, key_file: str) -> None:
                                         "deploy_artifact ~ '.sha256').split()[0] }}",
             "deploy_metrics_url": config.prometheus_url,
             # Prometheus scrapes every second: short analysis windows keep
-            # the rolling and blue/green analyses quick in the lab.
+            # the rolling and blue/green analyses quick in the lab. Many lab
+            # deploys (Molecule, some tests) run without traffic, which no
+            # analysis can judge: there an inconclusive one goes on, with a
+            # warning, instead of stopping (a failed one still stops).
             "rolling_analysis_wait": 5,
             "rolling_analysis_window": "5s",
+            "rolling_analysis_on_inconclusive": "continue",
             "blue_green_analysis_wait": 5,
             "blue_green_analysis_window": "5s",
+            "blue_green_analysis_on_inconclusive": "continue",
             "deploy_exec_start": f"/usr/bin/python3 /opt/{APP}/current/{APP}.py --port {APP_PORT}",
             "deploy_version_header": "X-App-Version",
         },
