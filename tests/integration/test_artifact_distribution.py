@@ -42,7 +42,6 @@ def test_downloaded_once_copied_once_per_host(lab, tmp_path, clean_incoming):
     size = os.path.getsize(path)
     assert size > 5 * 1024 * 1024  # random payload: gzip did not shrink it
     hosts = [h.name for h in lab.app_hosts]
-    (tmp_path / "download").mkdir()  # the release role does not create it on the controller
     with ArtifactServer(str(tmp_path / "served")) as server:
         extra = {"release_artifact": server.url(os.path.basename(path)), "release_artifact_checksum": f"sha256:{sha}",
                  "release_download_dir": str(tmp_path / "download"), "release_version": VERSION}
