@@ -17,8 +17,8 @@ description:
   - With O(persist=true) (the default) the map file gets the same change, written atomically (temporary
     file in the same directory, then rename; mode and owner kept), so the next reload or restart keeps it.
     Comments, blank lines and the other entries of the file are kept as they are.
-  - This is the blue/green switch, for example C(use_backend app_%[str(app),map(/etc/haproxy/maps/live_pool.map)])
-    with an entry C(app blue).
+  - This is the blue/green switch, for example a C(use_backend) line whose backend name comes from the map
+    through HAProxy's C(map) converter, with an entry C(app blue).
   - Run it on the load balancer (usually with C(delegate_to)); it needs only Python's standard library there.
 extends_documentation_fragment:
   - safedeploy.fleet.attributes

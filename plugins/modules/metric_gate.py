@@ -87,7 +87,7 @@ options:
     description:
       - A query for the number of requests the canary served in the window; fewer than O(min_requests)
         makes the verdict V(inconclusive) (the metrics are still measured and returned).
-      - Default with V(prometheus) - C(sum(increase(${app}_requests_total{instance=~"${canary}"}[${window}])))
+      - Default with V(prometheus) - the sum over the canary instances of the increase of C(${app}_requests_total) over C(${window}).
         when O(app) is set. Empty string - no such check.
     type: str
   min_requests:
