@@ -21,7 +21,7 @@ from conftest import REPO, ansible_playbook, failed_requests
 sys.path.insert(0, os.path.join(REPO, "tests", "lab"))
 
 DEPLOY = os.path.join(REPO, "playbooks", "deploy.yml")
-FAST = {"release_liveness_seconds": 2, "rolling_serial": [2], "rolling_max_unavailable": 2}
+FAST = {"release_liveness_seconds": 2, "rolling_serial": [2], "rolling_max_unavailable": 2, "rolling_analysis": False}
 STEP_RE = re.compile(r"CANARY STEP (\d+): weight (\d+(?:\.\d+)?) % requested, reached ([0-9.]+) % "
                      r"\(canary weight (\d+) on web1, stable weight (\d+) on")
 

@@ -18,7 +18,7 @@ import sys
 from conftest import INVENTORY, REPO
 
 DEPLOY = os.path.join(REPO, "playbooks", "deploy.yml")
-FAST = {"release_liveness_seconds": 2, "rolling_serial": [2], "rolling_max_unavailable": 2}
+FAST = {"release_liveness_seconds": 2, "rolling_serial": [2], "rolling_max_unavailable": 2, "rolling_analysis": False}
 GATED = [{"weight": 10}, {"pause": {}}, {"weight": 50}]
 
 

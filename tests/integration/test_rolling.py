@@ -16,7 +16,9 @@ from conftest import INVENTORY, REPO, ansible_playbook, failed_requests
 DEPLOY = os.path.join(REPO, "playbooks", "deploy.yml")
 ROLLBACK = os.path.join(REPO, "playbooks", "rollback.yml")
 LB_MEMBER = os.path.join(REPO, "tests", "integration", "playbooks", "lb_member_state.yml")
-FAST = {"release_liveness_seconds": 2}
+# rolling_analysis (on by default: the lab inventory sets deploy_metrics_url) adds a wait and a
+# query per batch; test_analysis.py covers it, and the good-release test below keeps it on.
+FAST = {"release_liveness_seconds": 2, "rolling_analysis": False}
 LOCK_FILE = "/var/lib/safedeploy/locks/demoapp-fleet.lock"
 
 
@@ -76,8 +78,11 @@ def lock_path(lab) -> str:
 
 def test_rolling_good_release_drops_nothing(fresh_lab, traffic):
     with RotationSampler(fresh_lab) as sampler:
-        run = ansible_playbook(DEPLOY, extra_vars={"deploy_version": "2.0.0", **FAST})
+        # The defaults a user gets, metric analysis between the batches included.
+        run = ansible_playbook(DEPLOY, extra_vars={"deploy_version": "2.0.0", **FAST, "rolling_analysis": True})
     assert run.returncode == 0, run.stdout[-4000:]
+    judged = " ".join(run.stdout.split())
+    assert "ROLLING ANALYSIS: PASS" in judged and "ROLLING ANALYSIS: FAIL" not in judged, run.stdout[-4000:]
     assert failed_requests(traffic) == []
     assert len(traffic.records) > 1000
     hosts = [h.name for h in fresh_lab.app_hosts]
