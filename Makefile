@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: demo test deps venv collection artifacts lab-up lab-down lab-status lab-reset \
         test-unit lint sanity test-integration molecule bench bench-quick clean ee module-docs \
-        test-faults
+        test-faults test-extended
 
 demo: deps venv collection artifacts
 	$(PY) tests/lab/demo.py
@@ -58,14 +58,16 @@ lint: venv collection
 sanity: venv
 	@tools/sanity.sh
 
-# The fault-injection suite (tests/integration/test_faults_*.py) has its own
-# target, run by CI after `make test`.
+# make test's lab tests; the long ones (fault injection, the interactive
+# canary gate, blue/green analysis, artifact distribution, fleet scope) are
+# marked `extended` and run by `make test-extended` (alias test-faults).
 test-integration: venv collection artifacts
-	$(PY) -m pytest -q -p no:cacheprovider --ignore-glob='*/test_faults_*' tests/integration
+	$(PY) -m pytest -q -p no:cacheprovider -m "not extended" tests/integration
 
-# The fault-injection suite alone (docs/reliability.md); test-integration runs it too.
-test-faults: venv collection artifacts
-	$(PY) -m pytest -q -p no:cacheprovider --durations=0 tests/integration/test_faults_*.py
+test-extended: venv collection artifacts
+	$(PY) -m pytest -q -p no:cacheprovider --durations=0 -m extended tests/integration
+
+test-faults: test-extended
 
 molecule: venv collection artifacts
 	@tools/molecule.sh

@@ -173,6 +173,11 @@ def traffic(lab, tmp_path):
     recorder.stop()
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "extended: long lab tests (fault injection and more) run by "
+                                       "`make test-extended`, not by `make test`")
+
+
 def pytest_collection_modifyitems(config, items):
     """lab-down's own test tears the lab down, so it runs after all others."""
     items.sort(key=lambda item: "test_zz_lab_down" in item.nodeid)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
+
 from conftest import REPO, ansible_playbook, failed_requests, lab_cli
 from test_blue_green import BLUE, FAST as BG_FAST, GREEN, assert_live, bg, bg_lab, failed, live_traffic  # noqa: F401
 from test_rolling import assert_all_up
@@ -87,6 +89,7 @@ def test_rolling_analysis_stops_the_errors_release_after_the_first_batch(fresh_l
     assert {r["version"] for r in analysis_failed} <= {ERRORS}, summary
 
 
+@pytest.mark.extended  # blue/green analysis: in make test-extended
 def test_blue_green_errors_release_is_never_switched_to(bg, live_traffic):  # noqa: F811 - fixtures of test_blue_green
     run = ansible_playbook(DEPLOY, extra_vars={"deploy_version": ERRORS, **BG_FAST})
     assert run.returncode != 0, run.stdout[-4000:]
@@ -102,6 +105,7 @@ def test_blue_green_errors_release_is_never_switched_to(bg, live_traffic):  # no
     assert bg.ssh("lb1", "test -e /var/lib/safedeploy/locks/demoapp-fleet.lock", check=False).returncode == 1
 
 
+@pytest.mark.extended  # blue/green analysis: in make test-extended
 def test_blue_green_analysis_after_the_switch_switches_back(bg, live_traffic):  # noqa: F811 - fixtures
     # Without the analysis before the switch, 2.1.0-errors goes live; the
     # analysis after the switch catches it and every LB goes back to blue.

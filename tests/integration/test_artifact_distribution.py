@@ -19,6 +19,9 @@ from conftest import REPO, ansible_playbook
 sys.path.insert(0, os.path.join(REPO, "bench", "scale"))
 from artifact import ArtifactServer, make_artifact  # noqa: E402
 
+# Issue 9 material (artifact distribution): in make test-extended, not make test.
+pytestmark = pytest.mark.extended
+
 DISTRIBUTE = os.path.join(REPO, "bench", "scale", "distribute.yml")
 VERSION = "9.5.0"
 INCOMING = f"/opt/demoapp/.safedeploy/incoming/demoapp-{VERSION}.tar.gz"

@@ -15,7 +15,11 @@ import shlex
 import subprocess
 import sys
 
+import pytest
 from conftest import INVENTORY, REPO
+
+# Long (interactive gate on a pseudo-terminal): in make test-extended, not make test.
+pytestmark = pytest.mark.extended
 
 DEPLOY = os.path.join(REPO, "playbooks", "deploy.yml")
 FAST = {"release_liveness_seconds": 2, "rolling_serial": [2], "rolling_max_unavailable": 2, "rolling_analysis": False}

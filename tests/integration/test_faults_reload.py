@@ -21,6 +21,9 @@ import lab as labmod
 import labconfig
 from traffic import TrafficRecorder
 
+# Fault injection: long runs, in make test-extended (not make test).
+pytestmark = pytest.mark.extended
+
 CANARY_STEPS = [{"weight": 10}, {"pause": 25}, {"analysis": {"window": "15s"}}]
 
 

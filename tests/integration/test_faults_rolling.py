@@ -20,6 +20,9 @@ import pytest
 from conftest import INVENTORY, REPO, ansible_playbook, failed_requests, lab_cli
 from test_rolling import assert_all_up, lock_path
 
+# Fault injection: long runs, in make test-extended (not make test).
+pytestmark = pytest.mark.extended
+
 DEPLOY = os.path.join(REPO, "playbooks", "deploy.yml")
 HAPROXY = os.path.join(REPO, "tests", "integration", "playbooks", "haproxy.yml")
 # Short verification; no metric analysis between batches (its own tests are in test_analysis.py).

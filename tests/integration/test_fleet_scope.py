@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from conftest import REPO, ansible_playbook, failed_requests
 from test_rolling import LOCK_FILE, RotationSampler
+
+# In make test-extended, not make test (keeps make test under 30 min).
+pytestmark = pytest.mark.extended
 
 DEPLOY = os.path.join(REPO, "playbooks", "deploy.yml")
 
