@@ -543,7 +543,9 @@ def is_healthy(status, check_status):
     """
     if status.strip().lower() == "no check":
         return True
-    return status.strip() == "UP" and check_status.strip().startswith(HEALTHY_CHECKS)
+    # "* L7OK": a check is running right now; the last result is what counts.
+    last_check = check_status.strip().lstrip("*").strip()
+    return status.strip() == "UP" and last_check.startswith(HEALTHY_CHECKS)
 
 
 def _merge_server(state, stat):
