@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: demo test deps venv collection artifacts lab-up lab-down lab-status lab-reset \
         test-unit lint sanity test-integration molecule bench bench-quick clean ee module-docs \
-        test-faults test-extended
+        test-faults test-extended bench-ci
 
 demo: deps venv collection artifacts
 	$(PY) tests/lab/demo.py
@@ -89,6 +89,11 @@ bench: venv collection artifacts
 
 bench-quick: venv collection artifacts
 	$(PY) bench/run.py --quick
+
+# What CI runs after the tests: the short forms of the health_check and scale
+# benchmarks (figures printed, never a failure on timing).
+bench-ci: venv collection artifacts
+	$(PY) bench/run.py --quick --only health_check,scale
 
 clean: lab-down
 	rm -rf build .pytest_cache

@@ -107,19 +107,20 @@ def inventory() -> str:
     return os.environ.get("LAB_INVENTORY", os.path.join(REPO, "tests", "lab", "inventory.yml"))
 
 
-def run_playbook(playbook: str, size: int, extra: dict, report_dir: str) -> dict:
-    """Run one playbook; wall seconds, controller CPU seconds, rc, the output."""
-    env = {**lab_env(size), "ANSIBLE_CONFIG": os.path.join(REPO, "ansible.cfg"),
+def run_playbook(playbook: str, size: int, extra: dict, report_dir: str, checkout: str = REPO) -> dict:
+    """Run one playbook (of this checkout, or of --baseline's); wall seconds, controller CPU seconds, rc,
+    the output."""
+    env = {**lab_env(size), "ANSIBLE_CONFIG": os.path.join(checkout, "ansible.cfg"),
            "SAFEDEPLOY_REPORT_DIR": report_dir}
     argv = [PLAYBOOK, "-i", inventory(), playbook, "-e", json.dumps(extra)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
-    result = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    result = subprocess.run(argv, cwd=checkout, env=env, capture_output=True, text=True, check=False)
     wall = time.monotonic() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"rc": result.returncode, "wall": round(wall, 2), "cpu": round(cpu, 2), "stdout": result.stdout,
-            "command": f"ansible-playbook -i $LAB_INVENTORY {os.path.relpath(playbook, REPO)} -e '{json.dumps(extra)}'"}
+            "command": f"ansible-playbook -i $LAB_INVENTORY {os.path.relpath(playbook, checkout)} -e '{json.dumps(extra)}'"}
 
 
 def report_figures(report_dir: str) -> dict:
@@ -198,6 +199,31 @@ def distribute(size: int, size_mb: int, work: str) -> dict:
     return out
 
 
+def git_commit(checkout: str) -> str:
+    result = subprocess.run(["git", "-C", checkout, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            check=False)
+    return result.stdout.strip() or "?"
+
+
+def baseline_cell(checkout: str, size: int, data: dict, deploy_extra: dict, rollback_extra: dict,
+                  work: str) -> list[str]:
+    """The same deploy and rollback with the --baseline checkout, on a fresh lab of the same size."""
+    lab("down", size)
+    lab("up", size)
+    row = data["baseline"]["results"][str(size)]
+    failures = []
+    for name, playbook, extra in (("deploy", "deploy.yml", deploy_extra), ("rollback", "rollback.yml", rollback_extra)):
+        run = run_playbook(os.path.join(checkout, "playbooks", playbook), size, extra,
+                           os.path.join(work, "baseline-reports"), checkout=checkout)
+        row[name].append({k: run[k] for k in ("rc", "wall", "cpu")})
+        if run["rc"] != 0:
+            failures.append(f"baseline {name} on {size} hosts (rc {run['rc']})")
+            log(run["stdout"][-3000:])
+    log(f"  {size} hosts, baseline {data['baseline']['commit']}: deploy {row['deploy'][-1]['wall']:.0f} s, "
+        f"{row['deploy'][-1]['cpu']:.0f} CPU s; rollback {row['rollback'][-1]['wall']:.0f} s")
+    return failures
+
+
 def med(values):
     return statistics.median(values) if values else float("nan")
 
@@ -206,8 +232,7 @@ def markdown(data: dict) -> str:
     meta = data["meta"]
     lines = [
         f"Measured {meta['date']} on {meta['machine']}; {meta['reps']} repetition(s), sizes interleaved; load "
-        f"average {meta['load_before'][0]:.1f} before, {meta['load_after'][0]:.1f} after (other helpers' labs "
-        "were running: every figure is slower than on an idle machine, the ratios less so).",
+        f"average {meta['load_before'][0]:.1f} before, {meta['load_after'][0]:.1f} after.",
         "",
         f"Command: `{meta['command']}` (`make bench`; `make bench-quick` runs 6 hosts, 1 rep, a 5 MB artifact).",
         "Each deploy: `" + meta["deploy_command"] + "` on a fresh lab (1.0.0), then `" + meta["rollback_command"] + "`.",
@@ -251,6 +276,21 @@ def markdown(data: dict) -> str:
             lines += ["", "Per batch (means over the batches of that run):", "", "| what | seconds per batch |",
                       "|---|---|"]
             lines += [f"| {name} | {value:g} |" for name, value in rep["per_batch"].items()]
+    base = data.get("baseline")
+    if base and any(base["results"][str(size)]["deploy"] for size in sizes):
+        lines += ["", f"**Side by side** with the checkout of commit {base['commit']} (this run: {base['this_commit']}), "
+                  "the same lab brought up fresh for each deploy, the two alternating in every cell:", "",
+                  "| hosts | deploy wall, this | deploy wall, baseline | this / baseline | CPU s, this | CPU s, baseline |"
+                  " rollback, this | rollback, baseline |", "|---|---|---|---|---|---|---|---|"]
+        for size in sizes:
+            this, then = data["results"][str(size)], base["results"][str(size)]
+            if not then["deploy"]:
+                continue
+            walls, bwalls = [r["wall"] for r in this["deploy"]], [r["wall"] for r in then["deploy"]]
+            lines.append(
+                f"| {size} | {med(walls):.0f} s | {med(bwalls):.0f} s | **{med(walls) / med(bwalls):.2f}×** | "
+                f"{med([r['cpu'] for r in this['deploy']]):.0f} | {med([r['cpu'] for r in then['deploy']]):.0f} | "
+                f"{med([r['wall'] for r in this['rollback']]):.0f} s | {med([r['wall'] for r in then['rollback']]):.0f} s |")
     art = data.get("artifact")
     if art:
         lines += ["", f"**Artifact distribution**: {art['size_bytes'] / 1e6:.0f} MB (random payload, gzip cannot "
@@ -283,6 +323,10 @@ def main() -> int:
     parser.add_argument("--sizes", default="6,24", help="comma-separated LAB_HOSTS values (default 6,24)")
     parser.add_argument("--reps", type=int, default=3, help="repetitions per size (default 3)")
     parser.add_argument("--artifact-mb", type=int, default=100, help="artifact size in MB (default 100; 0: skip)")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="also deploy and roll back with the checkout in DIR (e.g. a git worktree of an earlier "
+                             "commit, with build/collections and build/artifacts), alternating with this one in every "
+                             "cell: the same lab, side by side")
     parser.add_argument("--json", default=os.path.join(REPO, "build", "bench", "scale.json"))
     parser.add_argument("--readme", help="write the table into this README between the scale markers")
     parser.add_argument("--render", action="store_true", help="only print (and --readme) the table of --json")
@@ -303,6 +347,9 @@ def main() -> int:
                      "load_before": os.getloadavg(), "reps": args.reps, "settings": SETTINGS,
                      "command": "python bench/scale/run.py " + " ".join(sys.argv[1:])},
             "sizes": sizes, "results": {str(s): {"deploy": [], "rollback": []} for s in sizes}}
+    if args.baseline:
+        data["baseline"] = {"checkout": args.baseline, "commit": git_commit(args.baseline), "this_commit": git_commit(REPO),
+                            "results": {str(s): {"deploy": [], "rollback": []} for s in sizes}}
     failures = []
     with tempfile.TemporaryDirectory(prefix="sd-bench-scale-") as work:
         for rep in range(1, args.reps + 1):
@@ -323,6 +370,8 @@ def main() -> int:
                     if run["rc"] != 0:
                         failures.append(f"{name} on {size} hosts (rc {run['rc']})")
                         log(run["stdout"][-3000:])
+                if args.baseline:
+                    failures += baseline_cell(args.baseline, size, data, deploy_extra, rollback_extra, work)
                 log(f"  {size} hosts, rep {rep}: deploy {deploy['wall']:.0f} s wall ({deploy['wall'] / floor(row['batches'])['total']:.1f}× "
                     f"the floor), {deploy['cpu']:.0f} CPU s; rollback {rollback['wall']:.0f} s wall; "
                     f"load {os.getloadavg()[0]:.1f}")

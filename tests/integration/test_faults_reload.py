@@ -48,7 +48,7 @@ def test_haproxy_reload_mid_canary_keeps_the_weights(fresh_lab, traffic, tmp_pat
 
     with WeightSampler(lab, on_sample=watch):
         deploy = Deploy(tmp_path, deploy_strategy="canary", deploy_version="2.0.0", canary_steps=CANARY_STEPS,
-                        canary_analysis_window="15s", rolling_analysis=False, **CANARY_FAST)
+                        canary_analysis_window="15s", **CANARY_FAST)
         deploy.wait_for(at_ten_percent.is_set, "the 10 % canary step")
         reload_lbs(lab, "34s")
         weights = {n: (s["admin_state"], s["weight"]) for n, s in lab.haproxy_servers().items()}

@@ -171,7 +171,18 @@ def test_haproxy_reload_keeps_a_drained_server_drained(fresh_lab):
     servers = fresh_lab.haproxy_servers()
     assert servers["web2"]["admin_state"] == "drain", servers["web2"]
     assert all(s["admin_state"] == "ready" for n, s in servers.items() if n != "web2")
+
+    # Outside Ansible too: the role's systemd drop-in saves the state before
+    # a bare reload or restart (web3 drained after the last save, so only a
+    # fresh save keeps it out).
+    _lb_state(fresh_lab, "web3", "drain")
+    for command in ("systemctl reload haproxy", "systemctl restart haproxy"):
+        fresh_lab.ssh("lb1", command)
+        servers = fresh_lab.haproxy_servers()
+        assert {n: s["admin_state"] for n, s in servers.items() if s["admin_state"] != "ready"} == \
+            {"web2": "drain", "web3": "drain"}, (command, servers)
     _lb_state(fresh_lab, "web2", "ready")
+    _lb_state(fresh_lab, "web3", "ready")
     assert_all_up(fresh_lab)
 
 
