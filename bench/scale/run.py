@@ -327,6 +327,9 @@ def main() -> int:
                         help="also deploy and roll back with the checkout in DIR (e.g. a git worktree of an earlier "
                              "commit, with build/collections and build/artifacts), alternating with this one in every "
                              "cell: the same lab, side by side")
+    parser.add_argument("--extra", default="{}", metavar="JSON",
+                        help="more extra vars for this checkout's deploys, e.g. '{\"rolling_stage\": true}' "
+                             "(not given to --baseline's)")
     parser.add_argument("--json", default=os.path.join(REPO, "build", "bench", "scale.json"))
     parser.add_argument("--readme", help="write the table into this README between the scale markers")
     parser.add_argument("--render", action="store_true", help="only print (and --readme) the table of --json")
@@ -341,6 +344,7 @@ def main() -> int:
         return 0
     sizes = [int(s) for s in args.sizes.split(",")]
     deploy_extra = {"deploy_version": "2.0.0", "rolling_serial": [SERIAL], "rolling_analysis": False}
+    this_extra = {**deploy_extra, **json.loads(args.extra)}
     rollback_extra = {"rollback_serial": SERIAL}
     data = {"meta": {"date": datetime.date.today().isoformat(),
                      "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
@@ -357,7 +361,7 @@ def main() -> int:
                 lab("down", size)
                 lab("up", size)
                 row = data["results"][str(size)]
-                deploy = run_playbook(os.path.join(REPO, "playbooks", "deploy.yml"), size, deploy_extra,
+                deploy = run_playbook(os.path.join(REPO, "playbooks", "deploy.yml"), size, this_extra,
                                       os.path.join(work, "reports"))
                 report = report_figures(os.path.join(work, "reports"))
                 row["batches"] = len(report.get("batches", [])) or 4

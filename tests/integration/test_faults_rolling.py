@@ -317,6 +317,35 @@ def test_full_disk_during_unpack_leaves_current_alone(fresh_lab, traffic):
     assert failed_requests(traffic) == []
 
 
+def test_full_disk_while_staging_stops_before_any_host_changes(fresh_lab, traffic):
+    # rolling_stage: every host gets the release before the first batch, so a
+    # host that cannot take it stops the run before anything is activated.
+    lab = fresh_lab
+    before = histories(lab)
+    lab.ssh("web2", FULL_DISK)
+    run = ansible_playbook(DEPLOY, extra_vars={"deploy_version": "2.0.0", "rolling_stage": True, **FAST})
+    text = flat(run.stdout)
+    assert run.returncode != 0
+    assert "staging 2.0.0 failed before the first batch, so no host was drained or activated: web2:" in text, \
+        text[-3000:]
+    assert "No space left on device" in text
+    # No host activated anything: same current, same activations, same verdicts.
+    for host in HOSTS:
+        assert current_on(lab, host) == "1.0.0", host
+        after = lab.history(host)
+        assert after["history"] == before[host]["history"], host
+        assert after["releases"]["1.0.0"] == before[host]["releases"]["1.0.0"], host
+    # web2: no partial release, nothing recorded; the others hold 2.0.0 unpacked, never activated.
+    assert lab.ssh("web2", "ls -A /opt/demoapp/releases").stdout.split() == ["1.0.0"]
+    assert lab.history("web2") == before["web2"]
+    for host in ("web1", "web3", "web4", "web5", "web6"):
+        staged = lab.history(host)["releases"]["2.0.0"]
+        assert staged["verdict"] == "pending" and staged["activated_at"] is None, (host, staged)
+    assert_all_up(lab)
+    assert not os.path.exists(lock_path(lab))
+    assert failed_requests(traffic) == []
+
+
 # 6. HAProxy reloaded mid-deploy (mid-canary and after a blue/green switch: test_faults_reload.py) ----
 
 

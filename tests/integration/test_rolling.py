@@ -107,6 +107,23 @@ def test_rolling_good_release_drops_nothing(fresh_lab, traffic):
     assert_all_up(fresh_lab)
 
 
+def test_staged_rollout_unpacks_everywhere_first_and_drops_nothing(fresh_lab, traffic):
+    run = ansible_playbook(DEPLOY, extra_vars={"deploy_version": "2.0.0", "rolling_stage": True, **FAST})
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert "Stage the release on every host before the first batch" in run.stdout
+    assert failed_requests(traffic) == []
+    hosts = [h.name for h in fresh_lab.app_hosts]
+    assert {h: fresh_lab.version_on(h) for h in hosts} == dict.fromkeys(hosts, "2.0.0")
+    releases = {h: fresh_lab.history(h)["releases"]["2.0.0"] for h in hosts}
+    assert {h: r["verdict"] for h, r in releases.items()} == dict.fromkeys(hosts, "good")
+    # Every host had 2.0.0 unpacked before the first one was activated.
+    last_unpacked = max(r["unpacked_at"] for r in releases.values())
+    first_activated = min(r["activated_at"] for r in releases.values())
+    assert last_unpacked <= first_activated, releases
+    assert_all_up(fresh_lab)
+    assert not os.path.exists(lock_path(fresh_lab))
+
+
 def test_never_ready_release_is_stopped_and_fleet_restored(fresh_lab, traffic):
     run = ansible_playbook(DEPLOY, extra_vars={"deploy_version": "2.1.0-never-ready",
                                                "release_readiness_deadline": 6, **FAST})
