@@ -129,9 +129,7 @@ def main() -> int:
         if step("canary", argv + (["--quick"] if args.quick else [])):
             failures.append("canary (a run did not abort or promote as it should)")
     if "scale" in steps:
-        # rolling_stage on: the setting docs/rolling.md recommends for large fleets.
-        argv = [os.path.join(HERE, "scale", "run.py"), "--json", os.path.join(out, "scale.json"),
-                "--extra", '{"rolling_stage": true}', *readme]
+        argv = [os.path.join(HERE, "scale", "run.py"), "--json", os.path.join(out, "scale.json"), *readme]
         argv += ["--sizes", "6", "--reps", "1", "--artifact-mb", "5"] if args.quick else []
         if step("scale", argv):
             failures.append("scale (a playbook failed, or the artifact was served or copied more than once)")

@@ -306,15 +306,20 @@ def wait_servers_up(config: labconfig.LabConfig, state: dict, timeout: float = 6
         nudged = False
         while time.monotonic() < deadline:
             if not nudged and down and down[0].startswith("runtime API") and time.monotonic() > deadline - timeout / 2:
-                # Seen once on a loaded machine: haproxy.service failed at boot.
-                # Keep the evidence in the lab log, then start it once more.
+                # Seen a few times: haproxy.service failed at boot with "cannot bind
+                # UNIX socket (No such file or directory) [/run/haproxy/admin.sock]":
+                # /run/haproxy (the package's tmpfiles.d entry) was not there yet, and
+                # systemd gave up after five quick restarts. Keep the evidence in the
+                # lab log, create the folder, clear the failure and start it again.
                 nudged = True
-                evidence = ssh_run(lb, "systemctl status haproxy --no-pager; journalctl -b -u haproxy --no-pager | tail -30")
+                evidence = ssh_run(lb, "systemctl status haproxy systemd-tmpfiles-setup --no-pager; "
+                                       "journalctl -b -u haproxy --no-pager | tail -30")
                 log(f"lab: {lb.name}: HAProxy's runtime API is not answering; starting it again "
                     f"(status saved in {STATE_DIR}/logs/{lb.name}-haproxy.txt)")
                 with open(os.path.join(STATE_DIR, "logs", f"{lb.name}-haproxy.txt"), "a", encoding="utf-8") as handle:
                     handle.write(evidence)
-                ssh_run(lb, "systemctl restart haproxy")
+                ssh_run(lb, "systemd-tmpfiles --create /usr/lib/tmpfiles.d/haproxy.conf; "
+                            "systemctl reset-failed haproxy; systemctl restart haproxy")
             try:
                 servers = haproxy_client(state, lb.name).list_servers()
                 down = [f"{s['backend']}/{s['name']}" for s in servers if not s.get("healthy")]
