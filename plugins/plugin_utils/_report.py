@@ -301,7 +301,8 @@ class Recorder:
         if self._batch is not None:
             self._batch["end"] = max(self._batch["end"], now)
         self._note_facts(host, result)
-        self._note_versions(host, item, result)
+        if status != "skipped":  # a skipped read (e.g. the staging play's, rolling_stage off) says nothing
+            self._note_versions(host, item, result)
         if status in ("failed", "unreachable") and not ignored:
             self.failures.append({"task": item["name"], "host": host, "section": item["section"],
                                   "msg": entry.get("msg", "")})

@@ -176,6 +176,10 @@ def _rolling_run(fail_host=None):
           results=[("web1", "ok", {"ansible_facts": {"_deploy_run_id": "20261127T110257Z-abc"}})])
     _task(rec, clock, "t4", "Health | Every host is ready", "safedeploy.fleet.preflight", "ansible.builtin.assert",
           results=[("web1", "ok", {})])
+    # A skipped read of the store (here in the staging play) says nothing of "before".
+    rec.play_start("Stage the release on every host before the first batch (rolling_stage)", "p1b", False, clock())
+    _task(rec, clock, "s1", "Read where this host is before staging", "safedeploy.fleet.rolling",
+          "safedeploy.fleet.release_info", results=[(h, "skipped", {"skipped": True}) for h in ("web1", "web2", "web3")])
     for hosts in (["web1"], ["web2", "web3"]):
         rec.play_start("Rolling update, batch by batch", "p2", True, clock())
         _task(rec, clock, "r0", "Remember the hosts of this batch", "safedeploy.fleet.rolling", "ansible.builtin.set_fact",
@@ -222,7 +226,9 @@ def test_rolling_report_lists_batches_hosts_versions_and_sections():
     sections = report["sections"]
     assert [i["name"] for i in sections["precheck"]] == [
         "Check the strategy", "Lock | Take the fleet lock demoapp-fleet", "Health | Every host is ready"]
-    assert [(i["number"], i["batch"]) for i in sections["deploy"]] == [("2.1", 1), ("2.2", 1), ("2.3", 2), ("2.4", 2)]
+    # the (skipped) staging read comes before the batches, in no batch
+    assert [(i["number"], i["batch"]) for i in sections["deploy"]] == [
+        ("2.1", None), ("2.2", 1), ("2.3", 1), ("2.4", 2), ("2.5", 2)]
     assert [i["module"] for i in sections["verify"]] == ["health_check", "health_check"]
     assert sections["rollback"] == []
     assert [i["name"] for i in sections["finish"]] == [
