@@ -107,6 +107,7 @@ def test_rolling_good_release_drops_nothing(fresh_lab, traffic):
     assert_all_up(fresh_lab)
 
 
+@pytest.mark.extended  # rolling_stage (opt-in): in make test-extended, to keep make test within 30 minutes
 def test_staged_rollout_unpacks_everywhere_first_and_drops_nothing(fresh_lab, traffic):
     run = ansible_playbook(DEPLOY, extra_vars={"deploy_version": "2.0.0", "rolling_stage": True, **FAST})
     assert run.returncode == 0, run.stdout[-4000:]
