@@ -17,7 +17,7 @@ demo: deps venv collection artifacts
 	$(PY) tests/lab/demo.py
 
 test: deps venv collection artifacts
-	$(MAKE) test-unit lint sanity test-integration molecule
+	$(MAKE) test-unit lint sanity test-integration
 
 deps: build/.deps-stamp
 build/.deps-stamp: tools/install-deps.sh
@@ -49,7 +49,7 @@ lab-reset:
 	$(PY) tests/lab/lab.py reset
 
 test-unit: venv collection
-	$(PY) -m pytest -q tests/unit
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 tests/unit
 
 lint: venv collection
 	$(VENV)/bin/ruff check plugins tests bench tools
@@ -58,14 +58,20 @@ lint: venv collection
 sanity: venv
 	@tools/sanity.sh
 
-# make test's lab tests; the long ones (fault injection, the interactive
-# canary gate, blue/green analysis, artifact distribution, fleet scope) are
-# marked `extended` and run by `make test-extended` (alias test-faults).
+# make test's lab tests, on LAB_WORKERS labs side by side (default 3), with
+# every Molecule scenario running at the same time on a lab of its own, then
+# the final check that no lab left anything (tools/test-lab.sh). The long
+# ones (fault injection, the interactive canary gate, blue/green analysis,
+# artifact distribution, fleet scope) are marked `extended` and run by
+# `make test-extended` (alias test-faults) the same way.
+LAB_WORKERS ?= 3
+export LAB_WORKERS
+
 test-integration: venv collection artifacts
-	$(PY) -m pytest -q -p no:cacheprovider -m "not extended" tests/integration
+	@tools/test-lab.sh "not extended" --molecule
 
 test-extended: venv collection artifacts
-	$(PY) -m pytest -q -p no:cacheprovider --durations=0 -m extended tests/integration
+	@tools/test-lab.sh extended
 
 test-faults: test-extended
 

@@ -1,13 +1,24 @@
 """Fixtures for tests on the lab: the fleet, live traffic, Ansible runs.
 
-The session brings the lab up once (unless one is already up with the
-layout it needs) and takes it down at the end if it started it.  Tests that
-change hosts ask for ``fresh_lab``, which power-cycles the machines back to
-the baseline in a few seconds.
+Each test process owns one lab.  Run alone, that is the lab the LAB_*
+environment names (the default lab unless set); under pytest-xdist
+(``-n N``) worker ``gwN`` owns lab ``wN`` on its own subnet, bridge and state
+folder (labconfig.worker_env), so N labs run side by side.  Before each test
+the process makes sure its lab has the layout the test asks for (marker
+``lab``, default: the rolling layout of the LAB_* environment), bringing it up
+or switching it only when needed; tests that change hosts ask for
+``fresh_lab``, which power-cycles the machines back to the baseline in a few
+seconds.  At the end the process takes down a lab it brought up (``LAB_KEEP=1``
+keeps it).
+
+Every lab brought up or down is recorded in LAB_RECORD_DIR (default
+build/lab-records), which test_zz_lab_down checks after the run.
 """
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import json
 import os
 import subprocess
@@ -19,11 +30,18 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 LAB_DIR = os.path.join(REPO, "tests", "lab")
+DURATIONS_FILE = os.path.join(HERE, "durations.json")
 sys.path.insert(0, LAB_DIR)
 sys.path.insert(0, os.path.join(REPO, "build", "collections"))
 
-import lab as labmod  # noqa: E402
 import labconfig  # noqa: E402
+
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if WORKER:  # before lab.py is imported: it reads its state folder and inventory from these
+    os.environ.update(labconfig.worker_env(WORKER))
+os.environ.setdefault("LAB_RECORD_DIR", os.path.join(REPO, "build", "lab-records"))
+
+import lab as labmod  # noqa: E402
 from traffic import TrafficRecorder, is_ok  # noqa: E402
 
 INVENTORY = labmod.INVENTORY
@@ -58,6 +76,8 @@ class Lab:
 
     def refresh(self) -> None:
         self.state = labmod.load_state()
+        assert self.state, "lab is not up"
+        self.config = labconfig.LabConfig.from_dict(self.state["config"])
 
     def leader(self, name: str) -> int:
         self.refresh()
@@ -137,22 +157,72 @@ def recap(output: str) -> dict[str, dict[str, int]]:
     return stats
 
 
-def _wanted_config() -> dict:
-    return labconfig.LabConfig.from_env().to_dict()
+def config_env(config: labconfig.LabConfig) -> dict[str, str]:
+    """The LAB_* variables that make lab.py bring up ``config``."""
+    return {"LAB_HOSTS": str(config.app_count), "LAB_LBS": str(config.lb_count), "LAB_LAYOUT": config.layout,
+            "LAB_SUBNET": config.subnet, "LAB_BRIDGE": config.bridge, "LAB_NAME": config.name}
+
+
+def wanted_config(item: pytest.Item | None = None) -> labconfig.LabConfig:
+    """The lab a test needs: the LAB_* environment's, with the ``lab`` marker's changes
+    (``@pytest.mark.lab(layout="blue_green", lb_count=2)``)."""
+    config = labconfig.LabConfig.from_env()
+    marker = item.get_closest_marker("lab") if item is not None else None
+    return dataclasses.replace(config, **marker.kwargs) if marker else config
+
+
+class LabSlot:
+    """This test process's lab: brought up or switched to the layout each test needs."""
+
+    def __init__(self) -> None:
+        self.before = labmod.load_state()
+        self.changed = False
+        self.lab: Lab | None = None
+
+    def ensure(self, config: labconfig.LabConfig) -> Lab:
+        state = labmod.load_state()
+        if (state is None or state["config"] != config.to_dict() or not os.path.exists(INVENTORY)
+                or lab_cli("status", check=False).returncode):
+            lab_cli("up", env=config_env(config))
+            self.changed = True
+        if self.lab is None:
+            self.lab = Lab()
+        else:
+            self.lab.refresh()
+        return self.lab
+
+    def finish(self) -> None:
+        if not self.changed or os.environ.get("LAB_KEEP"):
+            return
+        if self.before is None or WORKER:
+            lab_cli("down", check=False)
+        else:  # the lab this process found, as it was
+            lab_cli("up", env=config_env(labconfig.LabConfig.from_dict(self.before["config"])), check=False)
+
+
+_SLOT: LabSlot | None = None
+
+
+def slot() -> LabSlot:
+    global _SLOT  # noqa: PLW0603 - one lab per test process
+    if _SLOT is None:
+        _SLOT = LabSlot()
+    return _SLOT
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    # Before any fixture of the test: a module fixture must see the right layout.
+    if "lab" in item.fixturenames or any(m.name == "lab" for m in item.iter_markers()):
+        slot().ensure(wanted_config(item))
 
 
 @pytest.fixture(scope="session")
 def lab():
-    state = labmod.load_state()
-    started_here = False
-    # A lab brought up from another checkout wrote its inventory there: up again.
-    if (state is None or state["config"] != _wanted_config() or not os.path.exists(INVENTORY)
-            or lab_cli("status", check=False).returncode):
-        lab_cli("up")
-        started_here = True
-    yield Lab()
-    if started_here and not os.environ.get("LAB_KEEP"):
-        lab_cli("down", check=False)
+    """This process's lab; pytest_runtest_setup has given it each test's layout."""
+    current = slot()
+    yield current.lab or current.ensure(wanted_config())
+    current.finish()
 
 
 @pytest.fixture
@@ -176,8 +246,89 @@ def traffic(lab, tmp_path):
 def pytest_configure(config):
     config.addinivalue_line("markers", "extended: long lab tests (fault injection and more) run by "
                                        "`make test-extended`, not by `make test`")
+    config.addinivalue_line("markers", "lab(**changes): the lab layout the test needs, as LabConfig fields "
+                                       "(layout, app_count, lb_count); default: the LAB_* environment's")
+    config.addinivalue_line("markers", "final: runs alone after every lab test (test_zz_lab_down); "
+                                       "left out of a parallel (xdist) session")
 
 
+# ----------------------------------------------------------------- ordering
+def _expected_seconds() -> dict[str, float]:
+    try:
+        with open(DURATIONS_FILE, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return {}
+
+
+def _group(item: pytest.Item) -> str | None:
+    """Tests that need a layout other than the default run together on one
+    worker (per module), so a worker switches layouts once, not per test."""
+    marker = item.get_closest_marker("lab")
+    if not marker:
+        return None
+    changes = ",".join(f"{k}={v}" for k, v in sorted(marker.kwargs.items()))
+    return f"lab[{changes}]:{item.module.__name__}"
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """lab-down's own test tears the lab down, so it runs after all others."""
-    items.sort(key=lambda item: "test_zz_lab_down" in item.nodeid)
+    """Longest work first (known durations, per group), the final check last.
+
+    Under xdist the final lab-down check is left out (make runs it after
+    every worker has finished) and layout groups get an ``xdist_group`` mark
+    for ``--dist loadgroup``.  The order is the same in every worker, as
+    xdist requires.
+    """
+    parallel = bool(WORKER) or bool(getattr(config.option, "numprocesses", None))
+    final = [item for item in items if item.get_closest_marker("final")]
+    if parallel and final:
+        config.hook.pytest_deselected(items=final)
+        items[:] = [item for item in items if item not in final]
+        final = []
+    expected = _expected_seconds()
+    units: dict[str, list[pytest.Item]] = collections.OrderedDict()
+    for item in items:
+        if item in final:
+            continue
+        group = _group(item)
+        if group and parallel:
+            item.add_marker(pytest.mark.xdist_group(group))
+        units.setdefault(group or item.nodeid, []).append(item)
+    cost = {key: sum(expected.get(i.nodeid, 30.0) for i in members) for key, members in units.items()}
+    ordered = sorted(units, key=lambda key: (-cost[key], key))
+    items[:] = [item for key in ordered for item in units[key]] + final
+
+
+# ----------------------------------------------------------------- durations
+_SECONDS: dict[str, float] = collections.defaultdict(float)
+
+
+def pytest_runtest_logreport(report):
+    if WORKER:  # the controller adds up what the workers report
+        return
+    _SECONDS[report.nodeid.split("@")[0]] += report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    if WORKER or not _SECONDS:
+        return
+    # Merged with earlier sessions' figures: make runs the final check as a session of its own.
+    path = os.path.join(REPO, "build", "test-durations.json")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            known = json.load(handle)
+    except (FileNotFoundError, ValueError):
+        known = {}
+    known.update({nodeid: round(seconds, 1) for nodeid, seconds in _SECONDS.items()})
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(dict(sorted(known.items())), handle, indent=1)
+    per_file: dict[str, float] = collections.defaultdict(float)
+    for nodeid, seconds in _SECONDS.items():
+        per_file[nodeid.split("::")[0]] += seconds
+    terminalreporter.section("slowest test files (setup + call + teardown, summed over their tests)")
+    for path, seconds in sorted(per_file.items(), key=lambda kv: -kv[1])[:10]:
+        terminalreporter.write_line(f"{seconds:8.1f} s  {path}")
+    terminalreporter.write_line(f"{sum(per_file.values()):8.1f} s  in all, over {len(_SECONDS)} tests; "
+                                "per test: build/test-durations.json")

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import REPO, ansible_playbook, failed_requests, lab_cli
-from test_blue_green import BLUE, FAST as BG_FAST, GREEN, assert_live, bg, bg_lab, failed, live_traffic  # noqa: F401
+from test_blue_green import BG_LAYOUT, BLUE, FAST as BG_FAST, GREEN, assert_live, bg, bg_lab, failed, live_traffic  # noqa: F401
 from test_rolling import assert_all_up
 
 DEPLOY = os.path.join(REPO, "playbooks", "deploy.yml")
@@ -90,6 +90,7 @@ def test_rolling_analysis_stops_the_errors_release_after_the_first_batch(fresh_l
 
 
 @pytest.mark.extended  # blue/green analysis: in make test-extended
+@BG_LAYOUT
 def test_blue_green_errors_release_is_never_switched_to(bg, live_traffic):  # noqa: F811 - fixtures of test_blue_green
     run = ansible_playbook(DEPLOY, extra_vars={"deploy_version": ERRORS, **BG_FAST})
     assert run.returncode != 0, run.stdout[-4000:]
@@ -106,6 +107,7 @@ def test_blue_green_errors_release_is_never_switched_to(bg, live_traffic):  # no
 
 
 @pytest.mark.extended  # blue/green analysis: in make test-extended
+@BG_LAYOUT
 def test_blue_green_analysis_after_the_switch_switches_back(bg, live_traffic):  # noqa: F811 - fixtures
     # Without the analysis before the switch, 2.1.0-errors goes live; the
     # analysis after the switch catches it and every LB goes back to blue.

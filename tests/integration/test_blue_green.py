@@ -2,13 +2,12 @@
 layout (web1-3 = blue, web4-6 = green, two load balancers), with 100 req/s
 through lb1's live route for the whole of each test.
 
-The module brings up the layout it needs (LAB_LAYOUT=blue_green, LAB_LBS=2) in
-the same LAB_* lab, and afterwards puts back the lab the session had.
+The tests ask for the layout they need (marker ``lab``: LAB_LAYOUT=blue_green,
+LAB_LBS=2); conftest switches this test process's lab to it before the test.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import subprocess
 import time
@@ -28,25 +27,14 @@ BLUE, GREEN = ["web1", "web2", "web3"], ["web4", "web5", "web6"]
 FAST = {"deploy_strategy": "blue_green", "release_liveness_seconds": 2, "blue_green_watch_seconds": 2}
 
 
-def _env(config: labconfig.LabConfig) -> dict:
-    return {"LAB_HOSTS": str(config.app_count), "LAB_LBS": str(config.lb_count), "LAB_LAYOUT": config.layout,
-            "LAB_SUBNET": config.subnet, "LAB_BRIDGE": config.bridge, "LAB_NAME": config.name}
+# The lab layout every blue/green test needs (conftest's ``lab`` marker).
+BG_LAYOUT = pytest.mark.lab(app_count=6, lb_count=2, layout="blue_green")
+pytestmark = BG_LAYOUT
 
 
-@pytest.fixture(scope="module")
-def bg_lab():
-    before = labmod.load_state()
-    wanted = dataclasses.replace(labconfig.LabConfig.from_env(), app_count=6, lb_count=2, layout="blue_green")
-    started = False
-    if before is None or before["config"] != wanted.to_dict() or lab_cli("status", check=False).returncode:
-        lab_cli("up", env=_env(wanted))
-        started = True
-    yield Lab()
-    if started and not os.environ.get("LAB_KEEP"):
-        if before is None:
-            lab_cli("down", check=False)
-        else:  # the lab this session had (the conftest's session fixture may still use it)
-            lab_cli("up", env=_env(labconfig.LabConfig.from_dict(before["config"])))
+@pytest.fixture
+def bg_lab(lab):
+    return lab
 
 
 @pytest.fixture

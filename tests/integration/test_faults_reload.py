@@ -6,18 +6,16 @@ test_faults_rolling.py; docs/reliability.md lists the whole suite.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 
 import pytest
 from conftest import Lab, ansible_playbook, failed_requests, lab_cli
-from test_blue_green import BLUE, GREEN, _env, assert_live, runtime_map
+from test_blue_green import BG_LAYOUT, BLUE, GREEN, assert_live, runtime_map
 from test_blue_green import FAST as BG_FAST
 from test_canary import FAST as CANARY_FAST
 from test_canary import WeightSampler, assert_all_up_at_base_weight
 from test_faults_rolling import Deploy, HAPROXY, assert_on, histories
 
-import lab as labmod
 import labconfig
 from traffic import TrafficRecorder
 
@@ -63,21 +61,13 @@ def test_haproxy_reload_mid_canary_keeps_the_weights(fresh_lab, traffic, tmp_pat
     assert failed_requests(traffic) == []
 
 
-# Blue/green: the module switches the lab to the blue/green layout and always
-# puts the session's lab back afterwards (LAB_KEEP or not: the rolling tests
-# after this module need it).
+# Blue/green: the test asks for the blue/green layout (conftest switches this
+# test process's lab to it).
 
 
-@pytest.fixture(scope="module")
-def bg_lab_then_back():
-    before = labmod.load_state()
-    wanted = dataclasses.replace(labconfig.LabConfig.from_env(), app_count=6, lb_count=2, layout="blue_green")
-    changed = before is None or before["config"] != wanted.to_dict() or lab_cli("status", check=False).returncode
-    if changed:
-        lab_cli("up", env=_env(wanted))
-    yield Lab()
-    if changed and before is not None:
-        lab_cli("up", env=_env(labconfig.LabConfig.from_dict(before["config"])))
+@pytest.fixture
+def bg_lab_then_back(lab):
+    return lab
 
 
 @pytest.fixture
@@ -90,6 +80,7 @@ def bg_traffic(bg_lab_then_back, tmp_path):
     recorder.stop()
 
 
+@BG_LAYOUT
 def test_haproxy_reload_right_after_a_blue_green_switch_keeps_green_live(bg_lab_then_back, bg_traffic, tmp_path):
     lab = bg_lab_then_back
     assert_live(lab, "blue")

@@ -13,7 +13,9 @@ by pattern.
 Environment: LAB_HOSTS (app hosts, default 6), LAB_LBS (load balancers,
 default 1), LAB_LAYOUT (``rolling`` or ``blue_green``), LAB_BASELINE (version
 installed on the app hosts at boot, default 1.0.0, ``none`` for empty hosts),
-LAB_STATE_DIR, LAB_CACHE_DIR.
+LAB_STATE_DIR, LAB_CACHE_DIR, LAB_RECORD_DIR (when set, every lab brought up
+or down is recorded there, so a check after a parallel test run can prove
+that nothing of any lab is left).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ STATE_DIR = os.environ.get("LAB_STATE_DIR", "/var/lib/safedeploy-lab")
 STATE_FILE = os.path.join(STATE_DIR, "state.json")
 KEY_FILE = os.path.join(STATE_DIR, "id_ed25519")
 INVENTORY = os.environ.get("LAB_INVENTORY", os.path.join(HERE, "inventory.yml"))
+RECORD_DIR = os.environ.get("LAB_RECORD_DIR", "")
 REQUIRED_COMMANDS = {  # command -> Debian package that provides it
     "debootstrap": "debootstrap",
     "systemd-nspawn": "systemd-container",
@@ -82,6 +85,25 @@ def save_state(state: dict) -> None:
     with open(tmp, "w", encoding="utf-8") as handle:
         json.dump(state, handle, indent=2)
     os.replace(tmp, STATE_FILE)
+
+
+def record(state: dict, event: str) -> None:
+    """Append what this lab created (names, PIDs) to LAB_RECORD_DIR, if set.
+
+    One JSON line per event (``up`` with the objects, ``down`` with the time)
+    in a file named after the lab's state folder, so several labs in one run
+    never write the same file.
+    """
+    if not RECORD_DIR:
+        return
+    os.makedirs(RECORD_DIR, exist_ok=True)
+    entry = {"event": event, "at": time.time(), "state_dir": STATE_DIR,
+             "bridge": state.get("bridge"),
+             "hosts": {name: {key: host.get(key) for key in ("netns", "veth", "pid")}
+                       for name, host in state.get("hosts", {}).items()}}
+    name = STATE_DIR.strip("/").replace("/", "_") + ".jsonl"
+    with open(os.path.join(RECORD_DIR, name), "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(entry) + "\n")
 
 
 # --------------------------------------------------------------- preflight
@@ -358,7 +380,7 @@ def cmd_up(config: labconfig.LabConfig) -> None:
         log("lab: removing what an earlier lab left behind")
         cmd_down(quiet=True)
     preflight_network(config)
-    raise_inotify_limit(max(1024, 16 * len(config.hosts)))
+    raise_inotify_limit(max(4096, 16 * len(config.hosts)))
     labconfig.ensure_artifacts()
     ensure_key()
     state = {"config": config.to_dict(), "bridge": None, "hosts": {},
@@ -374,6 +396,7 @@ def cmd_up(config: labconfig.LabConfig) -> None:
         cmd_down(quiet=True)
         raise
     labconfig.write_inventory(config, INVENTORY, KEY_FILE)
+    record(state, "up")
     elapsed = time.monotonic() - started
     log(f"lab: up in {elapsed:.1f} s: {len(config.app_hosts)} app hosts, "
         f"{len(config.lb_hosts)} load balancer(s), mon1; inventory {INVENTORY}")
@@ -387,6 +410,7 @@ def cmd_down(quiet: bool = False) -> None:
             log("lab: nothing to remove (no lab state)")
         return
     hosts = state.get("hosts", {})
+    record(state, "down")
     with concurrent.futures.ThreadPoolExecutor(max(len(hosts), 1)) as pool:
         list(pool.map(lambda e: stop_machine(e.get("pid")), hosts.values()))
     for entry in hosts.values():
@@ -422,6 +446,7 @@ def cmd_reset(names: list[str] | None = None) -> None:
     with concurrent.futures.ThreadPoolExecutor(len(hosts)) as pool:
         list(pool.map(lambda h: stop_machine(state["hosts"][h.name].get("pid")), hosts))
     boot(config, hosts, state)
+    record(state, "reset")
     # The inventory belongs to the checkout that asks: write it here too.
     labconfig.write_inventory(config, INVENTORY, KEY_FILE)
     log(f"lab: reset {len(hosts)} machine(s) in {time.monotonic() - started:.1f} s")
@@ -450,6 +475,7 @@ def cmd_start(name: str) -> None:
     binds += [f"--bind={src}:{dest}" for src, dest in
               labconfig.host_binds(config, host, host_dir(host)).items()]
     start_machine(config, host, state, rootfs.ensure_rootfs(log=log), binds)
+    record(state, "start")
     wait_ready(config, [host])
 
 

@@ -87,6 +87,27 @@ def baseline() -> str | None:
     return None if value in ("", "none") else value
 
 
+def side_by_side_env(name: str, third_octet: int) -> dict[str, str]:
+    """The LAB_* settings of a lab that runs beside others (one per test
+    worker, one for Molecule): its own machine-name prefix, /24, bridge,
+    state folder (SSH key, host folders) and inventory, so nothing is shared."""
+    state_dir = f"/var/lib/safedeploy-lab-{name}"
+    return {"LAB_NAME": name, "LAB_SUBNET": f"10.213.{third_octet}.0/24",
+            "LAB_BRIDGE": f"sdlab{name}", "LAB_STATE_DIR": state_dir,
+            "LAB_INVENTORY": os.path.join(state_dir, "inventory.yml")}
+
+
+def worker_env(worker: str) -> dict[str, str]:
+    """The lab of pytest-xdist worker ``gwN``: lab ``wN`` on 10.213.(20+N).0/24."""
+    index = int(worker.removeprefix("gw"))
+    if not 0 <= index < 10:
+        raise ValueError(f"at most 10 lab workers side by side, got {worker!r}")
+    return side_by_side_env(f"w{index}", 20 + index)
+
+
+MOLECULE_ENV = side_by_side_env("mol", 30)
+
+
 @dataclasses.dataclass
 class LabConfig:
     app_count: int = 6

@@ -9,6 +9,8 @@ is removed and rebuilt.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -78,11 +80,32 @@ def _prepare(root: str) -> None:
                      "MaxSessions 50\n")
 
 
+@contextlib.contextmanager
+def _build_lock():
+    """One build at a time: labs started side by side (one per test worker)
+    all need the root, and a second builder would remove the first one's
+    staging folder as a crashed build's leftover."""
+    os.makedirs(CACHE_DIR, exist_ok=True)
+    with open(os.path.join(CACHE_DIR, ".build.lock"), "w", encoding="ascii") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def ensure_rootfs(log=print) -> str:
     """Return the path of a complete cached root, building it if needed."""
     path = rootfs_path()
     if is_complete(path):
         return path
+    with _build_lock():
+        if is_complete(path):  # built by another lab while this one waited
+            return path
+        return _build(path, log)
+
+
+def _build(path: str, log) -> str:
     if os.path.exists(path):
         log(f"lab: cached root {path} is incomplete or from an older recipe; rebuilding it")
         shutil.rmtree(path)
