@@ -513,8 +513,10 @@ def sample_from_results(registered, names=None):
 
     The load balancer of each result is ``names[i]`` when given, else the
     loop item (a host name), else the host it was delegated to. A failed
-    result becomes ``{"error": {"kind": error_kind or "failed", "msg"}}``, an
-    unreachable one kind ``unreachable``; skipped results are left out.
+    result (or one with an ``error_kind``: ``failed_when: false`` leaves
+    ``failed`` false) becomes ``{"error": {"kind": error_kind or "failed",
+    "msg"}}``, an unreachable one kind ``unreachable``; skipped results are
+    left out.
     """
     if isinstance(registered, dict) and isinstance(registered.get("results"), list):
         results = registered["results"]
@@ -540,7 +542,8 @@ def sample_from_results(registered, names=None):
             lb = _lb_name(result, index)
         if result.get("unreachable"):
             sample[lb] = {"error": {"kind": "unreachable", "msg": str(result.get("msg") or "unreachable")}}
-        elif result.get("failed"):
+        elif result.get("failed") or result.get("error_kind"):
+            # failed_when: false keeps the module's error_kind and msg but sets failed to false
             sample[lb] = {"error": {"kind": str(result.get("error_kind") or "failed"),
                                     "msg": str(result.get("msg") or "failed")}}
         elif not isinstance(result.get("servers"), list):

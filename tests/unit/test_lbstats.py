@@ -337,8 +337,12 @@ def test_sample_from_a_registered_loop():
     unreachable = {"_ansible_delegated_vars": {"ansible_delegated_host": "lb3"}, "unreachable": True,
                    "msg": "Failed to connect to the host via ssh"}
     skipped = {"item": "lb4", "skipped": True}
-    sample = lbs.sample_from_results({"results": [ok, failed, unreachable, skipped]})
-    assert sorted(sample) == ["lb1", "lb2", "lb3"]
+    # failed_when: false: failed is false, the module's error_kind and msg are there
+    ignored = {"item": "lb5", "failed": False, "failed_when_result": False, "error_kind": "connection",
+               "msg": "HAProxy runtime API socket /run/haproxy/admin.sock does not exist"}
+    sample = lbs.sample_from_results({"results": [ok, failed, unreachable, skipped, ignored]})
+    assert sorted(sample) == ["lb1", "lb2", "lb3", "lb5"]
+    assert sample["lb5"]["error"]["kind"] == "connection"
     assert sample["lb1"]["error"] is None and sample["lb1"]["process"] == {"pid": 7, "uptime_sec": 9}
     assert sample["lb1"]["servers"]["app/web1"]["hrsp_2xx"] == 3 and sample["lb1"]["servers"]["app/web1"]["slim"] == 10
     assert "admin_state" not in sample["lb1"]["servers"]["app/web1"]
