@@ -350,6 +350,7 @@ def summarise(keys, windows):
         group["latency"] = {"estimate": estimate / latency_weight, "low": low / latency_weight,
                             "high": high / latency_weight, "share": share / latency_weight,
                             "rtime": gauge / latency_weight, "answers": latency_weight}
+        group["latency"] = {key: round(value, 3) for key, value in group["latency"].items()}
     else:
         group["latency"] = None
     return group
@@ -387,11 +388,9 @@ def _judge_latency(spec, new, baseline):
     record = _judge(spec, window["low"], baseline, LATENCY_FORMULA)
     estimate = round(window["estimate"], 1)
     said = f"latency = {_fmt(window['low'], 'ms')}"
-    if window["high"] - window["low"] >= 0.5:
-        shown = (f"latency = {_fmt(estimate, 'ms')} (between {_fmt(window['low'], 'ms')} and "
-                 f"{_fmt(window['high'], 'ms')}: the {window['answers']} answers of the window are "
-                 f"{window['share']:.0%} of HAProxy's moving mean; judged at the lower end)")
-        record["reason"] = record["reason"].replace(said, shown, 1)
+    shown = (f"latency = {_fmt(estimate, 'ms')} (at least {_fmt(window['low'], 'ms')}: the {window['answers']} answers "
+             f"of the window are {window['share']:.0%} of HAProxy's moving mean, rounded up to whole ms)")
+    record["reason"] = record["reason"].replace(said, shown, 1)
     record.update(value=estimate, value_low=round(window["low"], 1), value_high=round(window["high"], 1),
                   window_share=round(window["share"], 3), rtime=round(window["rtime"], 1))
     return record
