@@ -38,6 +38,17 @@ POLL_INTERVAL = 0.25
 
 ADMIN_STATES = ("ready", "drain", "maint")
 
+# The per-server fields of `show stat` that haproxy_info returns and _lbstats
+# analyses. Counters only grow while the process lives (a reload starts them
+# again at 0); gauges are values of the moment: scur/qcur sessions and queued
+# requests now, slim the server's maxconn (None when it has none), rtime /
+# qtime / ttime HAProxy's moving means in milliseconds.
+STAT_COUNTERS = (
+    "hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other",
+    "econ", "eresp", "srv_abrt", "cli_abrt", "wretr", "wredis", "stot",
+)
+STAT_GAUGES = ("scur", "qcur", "slim", "rtime", "qtime", "ttime")
+
 # srv_op_state values of `show servers state` (enum srv_state).
 OP_STATES = {0: "DOWN", 1: "STARTING", 2: "UP", 3: "STOPPING"}
 
@@ -65,6 +76,10 @@ class HAProxyConnectionError(HAProxyError):
 
 class HAProxyPermissionError(HAProxyError):
     """The socket's level is too low for the command (not ``level admin``)."""
+
+
+class HAProxySocketPermissionError(HAProxyConnectionError):
+    """The socket file cannot be opened: its owner, group or mode keep this user out."""
 
 
 class HAProxyCommandError(HAProxyError):
@@ -106,6 +121,39 @@ class HAProxyTimeoutError(HAProxyError):
         super().__init__(message)
         self.server = server
         self.waited = waited
+
+
+# The error kinds modules return as ``error_kind``, most specific first, so
+# that callers (roles, the haproxy_sample filter) never parse a message.
+ERROR_KINDS = (
+    (HAProxySocketPermissionError, "permission"),
+    (HAProxyPermissionError, "permission"),
+    (HAProxyTimeoutError, "timeout"),
+    (HAProxyConnectionError, "connection"),
+    (BackendNotFoundError, "backend_not_found"),
+    (ServerNotFoundError, "server_not_found"),
+    (MapNotFoundError, "map_not_found"),
+    (HAProxyFileError, "file"),
+    (HAProxyValueError, "value"),
+    (HAProxyCommandError, "command"),
+    (HAProxyResponseError, "response"),
+)
+
+
+def error_kind(exc):
+    """The ``error_kind`` of an exception: ``connection``, ``permission``, ``backend_not_found`` ..."""
+    for cls, kind in ERROR_KINDS:
+        if isinstance(exc, cls):
+            return kind
+    return "error"
+
+
+def socket_argument_spec():
+    """The runtime API options every haproxy_* module takes (doc fragment safedeploy.fleet.haproxy_socket)."""
+    return {
+        "socket": {"type": "str", "default": DEFAULT_SOCKET},
+        "timeout": {"type": "float", "default": DEFAULT_TIMEOUT},
+    }
 
 
 # --------------------------------------------------------------------------
@@ -165,7 +213,7 @@ class HAProxyClient:
                 f"with 'stats socket {self.address} level admin'?)"
             ) from exc
         except PermissionError as exc:
-            raise HAProxyConnectionError(
+            raise HAProxySocketPermissionError(
                 f"no permission to open HAProxy runtime API socket {self.address} "
                 f"(run as root or as a member of the socket's group)"
             ) from exc
@@ -261,6 +309,42 @@ class HAProxyClient:
     def show_stat(self):
         """``show stat`` parsed: list of dicts keyed by the CSV header names."""
         return parse_stat_csv(self.command("show stat"))
+
+    def process_info(self):
+        """Who answers: ``{"pid", "uptime_sec", "version"}`` (a reload changes the pid)."""
+        info = self.show_info()
+        return {"pid": _int(info.get("Pid"), None), "uptime_sec": _int(info.get("Uptime_sec"), None),
+                "version": info.get("Version")}
+
+    def server_stats(self, backends=None):
+        """Every server of ``backends`` (default: every backend): state, weight and counters.
+
+        Each item is :func:`_merge_server`'s view plus the fields of
+        :data:`STAT_COUNTERS` and :data:`STAT_GAUGES` as integers. Raises
+        :class:`BackendNotFoundError` naming every backend this HAProxy lacks.
+        """
+        wanted = list(backends or ())
+        for backend in wanted:
+            _require_name("backend", backend)
+        states = self.show_servers_state()
+        stats = {(r.get("pxname"), r.get("svname")): r for r in self.show_stat()}
+        if wanted:
+            known = sorted({px for px, sv in stats if sv == "BACKEND"})
+            missing = [b for b in wanted if b not in known]
+            if missing:
+                raise BackendNotFoundError(
+                    f"HAProxy ({self.address}) has no backend {', '.join(repr(b) for b in missing)} "
+                    f"(its backends: {', '.join(known) or 'none'})"
+                )
+        servers = []
+        for state in states:
+            if wanted and state.get("be_name") not in wanted:
+                continue
+            stat = stats.get((state.get("be_name"), state.get("srv_name")))
+            server = _merge_server(state, stat)
+            server.update(stat_numbers(stat or {}))
+            servers.append(server)
+        return servers
 
     def _server_stat(self, backend, name):
         for row in self.show_stat():
@@ -441,6 +525,14 @@ def _int(value, default=0):
         return int(value)
     except (TypeError, ValueError):
         return default
+
+
+def stat_numbers(row):
+    """The counters and gauges of one ``show stat`` row as integers (``slim`` None when unset)."""
+    numbers = {key: _int(row.get(key)) for key in STAT_COUNTERS + STAT_GAUGES}
+    if not str(row.get("slim") or "").strip():
+        numbers["slim"] = None
+    return numbers
 
 
 def _check_server_answer(answer, backend, name, address, what):

@@ -22,16 +22,13 @@ description:
   - Run it on the load balancer (usually with C(delegate_to)); it needs only Python's standard library there.
 extends_documentation_fragment:
   - safedeploy.fleet.attributes
+  - safedeploy.fleet.haproxy_socket
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: full
 options:
-  socket:
-    description: The runtime API socket, either a UNIX socket path or C(tcp://host:port).
-    type: str
-    default: /run/haproxy/admin.sock
   map:
     description:
       - The map, as the runtime knows it, that is the map file path exactly as written in haproxy.cfg
@@ -57,10 +54,6 @@ options:
     description: Also write the change to the map file so that it survives a reload.
     type: bool
     default: true
-  timeout:
-    description: Timeout in seconds of each runtime API call.
-    type: float
-    default: 5
 notes:
   - A change is reported when either the runtime or the file (with O(persist=true)) differs from what is wanted,
     so a file that drifted from the runtime is repaired.
@@ -124,6 +117,7 @@ from ansible_collections.safedeploy.fleet.plugins.module_utils._haproxy import (
     edit_map_text,
     map_file_value,
     read_map_file,
+    socket_argument_spec,
     validate_map_entry,
 )
 
@@ -173,7 +167,7 @@ def _diff_text(key, value):
 def main():
     module = AnsibleModule(
         argument_spec={
-            "socket": {"type": "str", "default": "/run/haproxy/admin.sock"},
+            **socket_argument_spec(),
             "map": {"type": "str", "required": True},
             "key": {"type": "str", "required": True, "no_log": False},
             "value": {"type": "str"},
@@ -183,7 +177,6 @@ def main():
                 "default": "present",
             },
             "persist": {"type": "bool", "default": True},
-            "timeout": {"type": "float", "default": 5},
         },
         required_if=[("state", "present", ("value",))],
         supports_check_mode=True,

@@ -20,22 +20,18 @@ description:
     or weight 0) unless O(allow_last=true).
   - Without O(state) and O(weight) the module only reads the server's state (and waits, if asked).
   - Run it on the load balancer (usually with C(delegate_to)); it needs only Python's standard library there.
+  - O(socket) must be at C(level admin) when O(state) or O(weight) is given.
   - Runtime changes are lost when HAProxy restarts unless a C(server-state-file) is used (the
     P(safedeploy.fleet.haproxy#role) role configures one and saves it before every reload).
 extends_documentation_fragment:
   - safedeploy.fleet.attributes
+  - safedeploy.fleet.haproxy_socket
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: full
 options:
-  socket:
-    description:
-      - The runtime API socket, either a UNIX socket path or C(tcp://host:port).
-      - The socket must be at C(level admin) when O(state) or O(weight) is given.
-    type: str
-    default: /run/haproxy/admin.sock
   backend:
     description: Name of the backend.
     type: str
@@ -93,10 +89,6 @@ options:
     description: Seconds to wait for the server to be UP when O(wait_up=true).
     type: float
     default: 60
-  timeout:
-    description: Timeout in seconds of each runtime API call (connect and answer).
-    type: float
-    default: 5
 notes:
   - One runtime API command per connection; the module polls C(show stat) every 0.25 s while waiting.
 seealso:
@@ -208,6 +200,7 @@ from ansible_collections.safedeploy.fleet.plugins.module_utils._haproxy import (
     HAProxyError,
     HAProxyTimeoutError,
     resolve_weight,
+    socket_argument_spec,
 )
 
 VIEW_KEYS = ("operational_state", "admin_state", "weight", "current_sessions")
@@ -331,7 +324,7 @@ def run(module):
 def main():
     module = AnsibleModule(
         argument_spec={
-            "socket": {"type": "str", "default": "/run/haproxy/admin.sock"},
+            **socket_argument_spec(),
             "backend": {"type": "str", "required": True},
             "name": {"type": "str", "required": True, "aliases": ["server"]},
             "state": {"type": "str", "choices": ["ready", "drain", "maint"]},
@@ -346,7 +339,6 @@ def main():
             },
             "wait_up": {"type": "bool"},
             "up_timeout": {"type": "float", "default": 60},
-            "timeout": {"type": "float", "default": 5},
         },
         supports_check_mode=True,
     )

@@ -24,19 +24,17 @@ description:
     server its share right after the change.
   - Weights only; the servers' states (ready, drain, maint) are not touched. A drained server keeps the weight
     it is given and takes traffic at that weight once it is put back to ready.
-  - Run it on the load balancer (C(delegate_to)); it needs only Python's standard library there.
+  - Run it on the load balancer (C(delegate_to)); it needs only Python's standard library there. O(socket) must be
+    at C(level admin).
 extends_documentation_fragment:
   - safedeploy.fleet.attributes
+  - safedeploy.fleet.haproxy_socket
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: full
 options:
-  socket:
-    description: The runtime API socket (UNIX path or C(tcp://host:port)), at C(level admin).
-    type: str
-    default: /run/haproxy/admin.sock
   backend:
     description: The backend.
     type: str
@@ -68,10 +66,6 @@ options:
   max_error:
     description: Fail when the closest reachable share is more than this many percentage points off O(percent).
     type: float
-  timeout:
-    description: Timeout in seconds of each runtime API call.
-    type: float
-    default: 5
 seealso:
   - module: safedeploy.fleet.haproxy_server
 """
@@ -152,6 +146,7 @@ from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.safedeploy.fleet.plugins.module_utils._haproxy import (  # noqa: E402
     HAProxyClient,
     HAProxyError,
+    socket_argument_spec,
 )
 from ansible_collections.safedeploy.fleet.plugins.module_utils._weights import (  # noqa: E402
     WeightError,
@@ -234,7 +229,7 @@ def run(module):
 def main():
     module = AnsibleModule(
         argument_spec={
-            "socket": {"type": "str", "default": "/run/haproxy/admin.sock"},
+            **socket_argument_spec(),
             "backend": {"type": "str", "required": True},
             "canary": {"type": "list", "elements": "str", "required": True},
             "stable": {"type": "list", "elements": "str"},
@@ -243,7 +238,6 @@ def main():
             "base_weight": {"type": "int", "default": 100},
             "max_weight": {"type": "int", "default": 256},
             "max_error": {"type": "float"},
-            "timeout": {"type": "float", "default": 5},
         },
         supports_check_mode=True,
     )

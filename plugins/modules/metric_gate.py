@@ -7,7 +7,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: metric_gate
-short_description: Decide pass, fail or inconclusive for a canary from Prometheus queries or a JSON endpoint
+short_description: Decide pass, fail or inconclusive for a canary from HAProxy's counters, Prometheus queries or a JSON endpoint
 version_added: 0.1.0
 author:
   - safedeploy.fleet contributors (@safedeploy)
@@ -16,6 +16,14 @@ description:
     V(pass), V(fail) or V(inconclusive) with every measured value.
   - V(prometheus) runs each query through the HTTP query API (C(/api/v1/query), an instant query at the time of
     the call). V(web) fetches a JSON document and reads each value with a JMESPath expression.
+  - V(haproxy) needs no metrics server - it judges the new servers (O(canary)) from the counters HAProxy keeps for
+    every server, read on every load balancer by M(safedeploy.fleet.haproxy_info) when the new version took
+    traffic (O(haproxy_start)) and now (O(haproxy_now)), against the baseline servers (O(stable)) over the same
+    period. It computes on the deltas, summed over the load balancers - the error rate (5xx answers, refused
+    connections, resets), the mean response time of the period, sessions per server and, for servers with a
+    C(maxconn), queued requests; see O(thresholds). A load balancer whose counters went down (a reload) starts
+    its period again (RV(window_restarted)); one that could not be read makes the verdict V(inconclusive).
+    docs/analysis-haproxy.md has the arithmetic and what it cannot see.
   - Queries are templates. C(${canary}) and C(${stable}) become regular expressions matching the canary and the
     stable instances (C(web1|web2), escaped for a PromQL string), C(${canary_list}) and C(${stable_list}) the
     names joined with commas, C(${window}) O(window), C(${version}) O(version), C(${app}) O(app).
@@ -25,9 +33,11 @@ description:
     baseline (the same query on the stable instances, at the same time) times this ratio plus
     C(baseline_tolerance).
   - The verdict is V(inconclusive) when the provider cannot be reached or answers an error, when the canary
-    served fewer than O(min_requests) requests in the window (O(requests_query)), or when a metric has no data
-    and none failed; V(fail) when a metric is outside its thresholds; V(pass) otherwise.
-  - Without O(metrics) the default analysis runs - request success rate >= 99 %, p99 latency <= 500 ms, and
+    served fewer than O(min_requests) requests in the window (O(requests_query); with V(haproxy), the requests
+    of the new servers between the samples), or when a metric has no data and none failed; V(fail) when a metric
+    is outside its thresholds; V(pass) otherwise.
+  - Without O(metrics) the default analysis of V(prometheus) and V(web) runs - request success rate >= 99 %, p99
+    latency <= 500 ms, and
     requests in flight per canary host <= 1.5 x the stable hosts' + 1. It reads C(<app>_requests_total{code}),
     the histogram C(<app>_request_duration_seconds) and the gauge C(<app>_requests_in_flight), labelled with
     C(instance=<host>).
@@ -44,24 +54,59 @@ options:
   provider:
     description: Where the values come from.
     type: str
-    choices: [prometheus, web]
+    choices: [prometheus, web, haproxy]
     default: prometheus
   url:
     description:
       - V(prometheus) - the Prometheus base URL (C(http://mon1:9090)).
       - V(web) - the JSON endpoint (templated); a metric may name its own C(url).
+      - Required with V(prometheus) and V(web); not used by V(haproxy).
     type: str
-    required: true
   canary:
-    description: The canary instances (the C(instance) label values; usually the inventory host names).
+    description:
+      - The canary instances (the C(instance) label values; usually the inventory host names).
+      - V(haproxy) - the new servers, each C(backend/server) or a server name (that server in every backend of
+        O(backends), or in every backend where it is when O(backends) is empty). A name found on no load balancer
+        is an error.
     type: list
     elements: str
     default: []
   stable:
-    description: The stable instances, the baseline judged at the same time as the canary.
+    description:
+      - The stable instances, the baseline judged at the same time as the canary.
+      - V(haproxy) - the baseline servers, written as in O(canary). Empty - only the absolute thresholds apply
+        (the last batch of a rolling update, a whole new fleet).
     type: list
     elements: str
     default: []
+  haproxy_start:
+    description:
+      - V(haproxy) - every load balancer's counters when the judged period began (the new version took traffic),
+        as the P(safedeploy.fleet.haproxy_sample#filter) filter makes them from a loop of
+        M(safedeploy.fleet.haproxy_info) results - load balancer name to C(error) (null, or C(kind) and C(msg)),
+        C(process) and C(servers) (C(backend/server) to its counters).
+    type: dict
+  haproxy_now:
+    description: V(haproxy) - every load balancer's counters now, as O(haproxy_start).
+    type: dict
+  backends:
+    description: V(haproxy) - the backends in which server names in O(canary) and O(stable) are looked up.
+    type: list
+    elements: str
+    default: []
+  thresholds:
+    description:
+      - V(haproxy) - the thresholds, each a number or null (that check off); those not given keep their default.
+      - C(error_rate_max) (V(1), in %) and C(error_rate_over_baseline) (V(0.5), percentage points above the
+        baseline servers' error rate).
+      - C(latency_max) (V(500), ms) and C(latency_vs_baseline) (V(1.5), a ratio to the baseline servers' mean
+        response time) plus C(latency_tolerance) (V(5), ms).
+      - C(saturation_vs_baseline) (V(1.5)) plus C(saturation_tolerance) (V(5)) - sessions per new server against
+        the baseline's; C(saturation_max) (null) an absolute bound.
+      - C(queue_max) (V(5)) - requests queued per new server that has a C(maxconn).
+      - The relative thresholds apply only when O(stable) is given.
+    type: dict
+    default: {}
   version:
     description: The canary version, for C(${version}).
     type: str
@@ -71,7 +116,9 @@ options:
     type: str
     default: ""
   window:
-    description: The analysis window, a Prometheus duration (C(30s), C(1m), C(1m30s)), for C(${window}).
+    description:
+      - The analysis window, a Prometheus duration (C(30s), C(1m), C(1m30s)), for C(${window}).
+      - Not used by V(haproxy) - its period runs from O(haproxy_start) to O(haproxy_now).
     type: str
     default: 1m
   metrics:
@@ -80,6 +127,7 @@ options:
         C(${stable}) in place of C(${canary})), C(url) (V(web) only), thresholds C(min), C(max),
         C(max_vs_baseline) (a ratio), C(baseline_tolerance) (added to the baseline limit), C(unit), C(description).
       - Empty - the default analysis (success rate, p99 latency, saturation; needs O(app)).
+      - Not with V(haproxy), whose metrics are fixed (see O(thresholds)).
     type: list
     elements: dict
     default: []
@@ -89,9 +137,12 @@ options:
         makes the verdict V(inconclusive) (the metrics are still measured and returned).
       - Default with V(prometheus) - the sum over the canary instances of the increase of C(${app}_requests_total) over C(${window}).
         when O(app) is set. Empty string - no such check.
+      - Not with V(haproxy), which counts the new servers' requests itself.
     type: str
   min_requests:
-    description: The fewest canary requests in the window to judge it; V(0) turns the check off.
+    description:
+      - The fewest canary requests in the window to judge it; V(0) turns the check off.
+      - V(haproxy) - the requests of the new servers between the two samples, over every load balancer.
     type: int
     default: 20
   fail_on:
@@ -131,6 +182,7 @@ notes:
   - The gate reports values as it measured them; a window longer than the time the canary has been taking
     traffic mixes in earlier traffic of the same instances.
 seealso:
+  - module: safedeploy.fleet.haproxy_info
   - name: Prometheus HTTP API
     description: Instant queries.
     link: https://prometheus.io/docs/prometheus/latest/querying/api/#instant-queries
@@ -184,6 +236,43 @@ EXAMPLES = r"""
         max: 500
         max_vs_baseline: 1.2
   delegate_to: localhost
+
+# No metrics server: HAProxy's own counters, read on every load balancer
+- name: Read every load balancer as the new version takes traffic
+  safedeploy.fleet.haproxy_info:
+    backends: [demoapp]
+  delegate_to: "{{ item }}"
+  loop: "{{ groups['lb'] }}"
+  failed_when: false
+  register: lb_start
+
+- name: Let it take traffic
+  ansible.builtin.pause:
+    seconds: 30
+
+- name: Read them again
+  safedeploy.fleet.haproxy_info:
+    backends: [demoapp]
+  delegate_to: "{{ item }}"
+  loop: "{{ groups['lb'] }}"
+  failed_when: false
+  register: lb_now
+
+- name: Judge web1 against web2 and web3 over those 30 seconds
+  safedeploy.fleet.metric_gate:
+    provider: haproxy
+    haproxy_start: "{{ lb_start | safedeploy.fleet.haproxy_sample }}"
+    haproxy_now: "{{ lb_now | safedeploy.fleet.haproxy_sample }}"
+    backends: [demoapp]
+    canary: [web1]
+    stable: [web2, web3]
+    min_requests: 100
+    thresholds:
+      latency_vs_baseline: 2
+      queue_max: null
+    fail_on: []
+  register: gate
+  delegate_to: localhost
 """
 
 RETURN = r"""
@@ -228,8 +317,17 @@ metrics:
       description: The value against its thresholds, in words.
       type: str
     query:
-      description: The query as sent (templated).
+      description: The query as sent (templated); with V(haproxy), how the value is computed.
       type: str
+    value_low:
+      description: V(haproxy), C(latency) only - the lowest mean the rounded gauges allow; the thresholds judge it.
+      type: float
+    value_high:
+      description: V(haproxy), C(latency) only - the highest mean the rounded gauges allow.
+      type: float
+    window_share:
+      description: V(haproxy), C(latency) only - the share of HAProxy's moving mean made of the period's answers.
+      type: float
   sample:
     - {name: success_rate, value: 80.5, baseline: null, limit: null, verdict: fail, min: 99,
        reason: "success_rate = 80.5% is below the minimum 99%", query: "100 * sum(...)"}
@@ -243,9 +341,35 @@ provider_error:
   returned: always
   type: str
   sample: "cannot reach http://mon1:9090/api/v1/query: [Errno 111] Connection refused"
+window_restarted:
+  description: V(haproxy) - the load balancers whose counters began again during the period (a reload); their
+    counters since then are what was judged.
+  returned: when provider is haproxy
+  type: list
+  elements: str
+  sample: [lb1]
+load_balancers:
+  description: V(haproxy) - per load balancer, whether it was read (C(read)), whether its period began again
+    (C(restarted)) and why, or why it could not be read (C(reason)).
+  returned: when provider is haproxy
+  type: dict
+  sample: {lb1: {read: true, restarted: false, reason: null},
+           lb2: {read: false, restarted: false, reason: "lb2 (now): connection: cannot connect ..."}}
+groups:
+  description:
+    - V(haproxy) - the sums behind the metrics, for the new servers (C(new)) and the baseline servers
+      (C(baseline), null without O(stable)) - C(servers), C(answers), C(requests), C(errors), C(error_rate),
+      C(hrsp_5xx), C(econ), C(eresp), C(srv_abrt), C(wretr), C(wredis), C(sessions), C(saturation), C(queue),
+      C(maxconn_usage) and C(latency) (C(estimate), C(low), C(high), C(share), C(rtime), C(answers)).
+  returned: when provider is haproxy
+  type: dict
+  sample: {new: {servers: [demoapp/web1], answers: 1210, requests: 1212, errors: 243, error_rate: 20.05},
+           baseline: {servers: [demoapp/web2, demoapp/web3], answers: 2398, requests: 2398, errors: 0,
+                      error_rate: 0.0}}
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible_collections.safedeploy.fleet.plugins.module_utils._lbstats import analyse as analyse_counters  # noqa: E402
 from ansible_collections.safedeploy.fleet.plugins.module_utils._metrics import (  # noqa: E402
     DEFAULT_REQUESTS_QUERY,
     HTTPSettings,
@@ -260,8 +384,23 @@ from ansible_collections.safedeploy.fleet.plugins.module_utils._metrics import (
 from ansible_collections.safedeploy.fleet.plugins.module_utils._probe import sensitive_values  # noqa: E402
 
 
+def run_haproxy(module):
+    p = module.params
+    for option, what in (("metrics", "its metrics are fixed: set thresholds"), ("requests_query", "it counts the requests")):
+        if p[option]:
+            module.fail_json(msg=f"{option} is for the prometheus and web providers; provider haproxy takes none ({what})")
+    if p["min_requests"] < 0:
+        module.fail_json(msg=f"min_requests must be >= 0, got {p['min_requests']}")
+    result = analyse_counters(p["haproxy_start"], p["haproxy_now"], p["canary"], p["stable"], p["thresholds"],
+                              p["min_requests"], p["backends"])
+    result["changed"] = False
+    return result
+
+
 def run(module):
     p = module.params
+    if p["provider"] == "haproxy":
+        return run_haproxy(module)
     window = check_window(p["window"])
     values = template_values(p["canary"], p["stable"], window, p["version"], p["app"])
     metrics = p["metrics"] or default_metrics()
@@ -292,10 +431,14 @@ def run(module):
 def main():
     module = AnsibleModule(
         argument_spec={
-            "provider": {"type": "str", "choices": ["prometheus", "web"], "default": "prometheus"},
-            "url": {"type": "str", "required": True},
+            "provider": {"type": "str", "choices": ["prometheus", "web", "haproxy"], "default": "prometheus"},
+            "url": {"type": "str"},
             "canary": {"type": "list", "elements": "str", "default": []},
             "stable": {"type": "list", "elements": "str", "default": []},
+            "haproxy_start": {"type": "dict"},
+            "haproxy_now": {"type": "dict"},
+            "backends": {"type": "list", "elements": "str", "default": []},
+            "thresholds": {"type": "dict", "default": {}},
             "version": {"type": "str", "default": ""},
             "app": {"type": "str", "default": ""},
             "window": {"type": "str", "default": "1m"},
@@ -314,11 +457,13 @@ def main():
         },
         mutually_exclusive=[["bearer_token", "username"]],
         required_by={"password": "username"},
+        required_if=[("provider", "prometheus", ("url",)), ("provider", "web", ("url",)),
+                     ("provider", "haproxy", ("haproxy_start", "haproxy_now"))],
         supports_check_mode=True,
     )
     # Secret header values (Authorization, X-Api-Key, ...) and a password in
     # the URL are masked in everything returned, the echoed arguments too.
-    module.no_log_values.update(sensitive_values(module.params["headers"], [module.params["url"]]))
+    module.no_log_values.update(sensitive_values(module.params["headers"], [module.params["url"] or ""]))
     try:
         result = run(module)
     except MetricsError as exc:

@@ -38,6 +38,8 @@ VERSIONS = {
     "2.1.0-never-ready": ("never_ready", {}),
     "2.1.0-crash": ("crash", {"crash_after_seconds": 20.0}),
     "2.1.0-errors": ("errors", {"error_ratio": 0.2}),
+    # a subtler bad release: 500 to 5 % of user requests
+    "2.1.0-errors5": ("errors", {"error_ratio": 0.05}),
     "2.1.0-slow": ("slow", {"slow_ratio": 0.05, "slow_seconds": 0.8}),
     "2.1.0-degraded": ("degraded", {}),
     "2.0.0-nograceful": ("nograceful", {}),

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -35,7 +36,11 @@ def free_port():
 
 
 class Backend:
-    """An HTTP server: /ready -> 200, /slow holds the request until release()."""
+    """An HTTP server: /ready -> 200, /slow holds the request until release().
+
+    For the counter tests: /status/NNN answers NNN, /sleep/MS answers 200
+    after MS milliseconds, /reset resets the connection (RST) without an answer.
+    """
 
     def __init__(self, name):
         self.name = name
@@ -50,8 +55,17 @@ class Backend:
                 if self.path.startswith("/slow"):
                     backend.in_slow.set()
                     backend.gate.wait(30)
+                if self.path.startswith("/reset"):
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.close_connection = True
+                    return
+                status = 200
+                if self.path.startswith("/status/"):
+                    status = int(self.path.split("/")[2])
+                elif self.path.startswith("/sleep/"):
+                    time.sleep(int(self.path.split("/")[2]) / 1000)
                 body = backend.name.encode()
-                self.send_response(200)
+                self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)

@@ -27,6 +27,7 @@ EXPECTED = {
     "2.1.0-never-ready": "never_ready",
     "2.1.0-crash": "crash",
     "2.1.0-errors": "errors",
+    "2.1.0-errors5": "errors",
     "2.1.0-slow": "slow",
     "2.1.0-degraded": "degraded",
     "2.0.0-nograceful": "nograceful",
@@ -90,6 +91,8 @@ def test_archive_content(built):
         assert release["flavour"] == EXPECTED[version]
     with tarfile.open(os.path.join(out, "demoapp-2.1.0-errors.tar.gz")) as tar:
         assert json.load(tar.extractfile("release.json"))["error_ratio"] == 0.2
+    with tarfile.open(os.path.join(out, "demoapp-2.1.0-errors5.tar.gz")) as tar:
+        assert json.load(tar.extractfile("release.json"))["error_ratio"] == 0.05
     with tarfile.open(os.path.join(out, "demoapp-2.1.0-slow.tar.gz")) as tar:
         release = json.load(tar.extractfile("release.json"))
         assert (release["slow_ratio"], release["slow_seconds"]) == (0.05, 0.8)

@@ -1,6 +1,7 @@
 """demoapp (tests/lab/app/demoapp.py) run as a real subprocess on loopback."""
 
 import http.client
+import importlib.util
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 APP = os.path.join(ROOT, "tests", "lab", "app", "demoapp.py")
+BUILD = os.path.join(ROOT, "tests", "lab", "build_artifacts.py")
 
 
 class App:
@@ -273,6 +275,30 @@ def test_errors_ratio(start):
     app = start("errors", "2.1.0-errors", error_ratio=0.5)
     codes = [app.get("/")[0] for _ignored in range(60)]
     assert set(codes) == {200, 500}
+
+
+def test_errors5_release_answers_500_to_about_5_percent(start):
+    # the lab's 2.1.0-errors5 artifact: the errors flavour at 5 %, as build_artifacts writes it
+    spec = importlib.util.spec_from_file_location("lab_build_artifacts", BUILD)
+    build_artifacts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_artifacts)
+    flavour, params = build_artifacts.VERSIONS["2.1.0-errors5"]
+    assert (flavour, params) == ("errors", {"error_ratio": 0.05})
+    app = start(flavour, "2.1.0-errors5", **params)
+    app.wait_ready()
+    conn = app.conn()
+    codes = []
+    for _ignored in range(600):
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        response.read()
+        codes.append(response.status)
+    conn.close()
+    assert set(codes) == {200, 500}
+    # 30 expected; 6..90 is more than four standard deviations either side
+    assert 6 <= codes.count(500) <= 90, codes.count(500)
+    # probes never fail
+    assert {app.get("/ready")[0], app.get("/healthz")[0]} == {200}
 
 
 def test_slow(start):

@@ -108,6 +108,41 @@ def test_template_renders_with_plain_jinja2_and_validates(tmp_path, trim):
     assert not warnings, check.stdout + check.stderr
 
 
+def render(variables, trim=True):
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(os.path.join(ROLE, "templates")),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=trim,
+        keep_trailing_newline=True,
+    )
+    return env.get_template("haproxy.cfg.j2").render(**variables)
+
+
+@pytest.mark.parametrize("trim", [True, False])
+def test_maxconn_per_backend_and_per_server(tmp_path, trim):
+    variables, _ignored = lab_vars(tmp_path)
+    # without maxconn, only the global one: the server lines are as they always were
+    plain = render(variables, trim)
+    assert [line.strip() for line in plain.splitlines() if "maxconn" in line.split()] == ["maxconn 4096"]
+    backends = variables["haproxy_backends"]
+    backends[0]["maxconn"] = 50
+    backends[0]["servers"] = [dict(backends[0]["servers"][0], maxconn=10), dict(backends[0]["servers"][1], maxconn=0),
+                              backends[0]["servers"][2]]
+    backends[2]["servers"] = [dict(backends[2]["servers"][0], maxconn=7)]
+    text = render(variables, trim)
+    assert "server web1 10.213.0.11:8080 weight 100 check inter 500ms fall 2 rise 2 maxconn 10\n" in text
+    assert "server web2 10.213.0.12:8080 weight 100 check inter 500ms fall 2 rise 2\n" in text  # 0: no limit
+    assert "server web3 10.213.0.13:8080 weight 100 check inter 500ms fall 2 rise 2 maxconn 50\n" in text
+    assert "server web3 10.213.0.13:8080 weight 100 check inter 500ms fall 2 rise 2 maxconn 7 slowstart 5s\n" in text
+    # demoapp_blue has no maxconn: unchanged
+    blue = text.split("\nbackend demoapp_blue\n")[1].split("\nbackend demoapp_green\n")[0]
+    assert "maxconn" not in blue.split()
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(text)
+    check = subprocess.run([HAPROXY, "-c", "-f", str(cfg)], capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
 def test_template_defaults_off(tmp_path):
     variables, _ignored = lab_vars(tmp_path)
     variables.update(haproxy_stats_tcp_enabled=False, haproxy_prometheus_enabled=False)
