@@ -230,4 +230,3 @@ def test_end_to_end_two_load_balancers(tmp_path):
     assert "lb3 (start): connection:" in unreadable["msg"] and "no-such.sock does not exist" in unreadable["msg"]
     assert results["sample"]["lb3"]["error"]["kind"] == "connection"
     assert set(results["sample"]["lb1"]["servers"]) == {"app/new", "app/old"}
-
