@@ -203,7 +203,9 @@ def test_prometheus_down_is_inconclusive_and_aborts(fresh_lab, traffic):
     assert_all_up_at_base_weight(fresh_lab)
 
 
-def test_check_mode_prints_the_steps_and_changes_nothing(lab):
+def test_check_mode_prints_the_steps_and_changes_nothing(fresh_lab):
+    # A fresh lab: on a worker the test before this one may have left the fleet on 2.0.0.
+    lab = fresh_lab
     before = weights(lab)
     # canary_phase=start: the steps only (the promotion's rolling part has its own check-mode tests)
     run = ansible_playbook(DEPLOY, extra_vars={"deploy_strategy": "canary", "deploy_version": "2.0.0", "canary_phase": "start", **FAST},
