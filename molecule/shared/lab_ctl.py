@@ -17,7 +17,7 @@ baseline (``lab.py reset``).
 
 Prints one JSON line: {"changed": bool, "msg": str}.  Honours every LAB_*
 variable lab.py does (LAB_NAME, LAB_SUBNET, LAB_BRIDGE, LAB_STATE_DIR,
-LAB_INVENTORY, LAB_HOSTS, LAB_LBS, LAB_LAYOUT, LAB_BASELINE).
+LAB_INVENTORY, LAB_HOSTS, LAB_LBS, LAB_LAYOUT, LAB_MONITORING, LAB_BASELINE).
 """
 
 from __future__ import annotations
@@ -62,7 +62,9 @@ def read_state(state_dir: str) -> dict | None:
 def ensure(marker: str) -> dict:
     wanted = labconfig.LabConfig.from_env().to_dict()
     state = labmod.load_state()
-    if state is not None and state.get("config") == wanted and lab_cli("status").returncode == 0:
+    # Through LabConfig: a state written before a field existed reads with its default.
+    current = labconfig.LabConfig.from_dict(state["config"]).to_dict() if state and state.get("config") else None
+    if state is not None and current == wanted and lab_cli("status").returncode == 0:
         if not os.path.exists(labmod.INVENTORY):
             # Up, but started with another LAB_INVENTORY: write ours.
             labconfig.write_inventory(labconfig.LabConfig.from_dict(state["config"]),
@@ -73,7 +75,7 @@ def ensure(marker: str) -> dict:
         return {"changed": False, "msg": f"lab in {labmod.STATE_DIR} is up with this layout: kept "
                                          "(not ours: destroy will leave it up)"}
     why = "down" if state is None else (
-        "up with another configuration" if state.get("config") != wanted else "not answering")
+        "up with another configuration" if current != wanted else "not answering")
     must(lab_cli("up"), "lab.py up")
     state = labmod.load_state() or {}
     os.makedirs(os.path.dirname(os.path.abspath(marker)), exist_ok=True)

@@ -160,7 +160,8 @@ def recap(output: str) -> dict[str, dict[str, int]]:
 def config_env(config: labconfig.LabConfig) -> dict[str, str]:
     """The LAB_* variables that make lab.py bring up ``config``."""
     return {"LAB_HOSTS": str(config.app_count), "LAB_LBS": str(config.lb_count), "LAB_LAYOUT": config.layout,
-            "LAB_SUBNET": config.subnet, "LAB_BRIDGE": config.bridge, "LAB_NAME": config.name}
+            "LAB_SUBNET": config.subnet, "LAB_BRIDGE": config.bridge, "LAB_NAME": config.name,
+            "LAB_MONITORING": "1" if config.monitoring else "0"}
 
 
 def wanted_config(item: pytest.Item | None = None) -> labconfig.LabConfig:
@@ -181,7 +182,8 @@ class LabSlot:
 
     def ensure(self, config: labconfig.LabConfig) -> Lab:
         state = labmod.load_state()
-        if (state is None or state["config"] != config.to_dict() or not os.path.exists(INVENTORY)
+        # Through LabConfig: a state written before a field existed reads with its default.
+        if (state is None or labconfig.LabConfig.from_dict(state["config"]) != config or not os.path.exists(INVENTORY)
                 or lab_cli("status", check=False).returncode):
             lab_cli("up", env=config_env(config))
             self.changed = True
@@ -247,7 +249,7 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "extended: long lab tests (fault injection and more) run by "
                                        "`make test-extended`, not by `make test`")
     config.addinivalue_line("markers", "lab(**changes): the lab layout the test needs, as LabConfig fields "
-                                       "(layout, app_count, lb_count); default: the LAB_* environment's")
+                                       "(layout, app_count, lb_count, monitoring); default: the LAB_* environment's")
     config.addinivalue_line("markers", "final: runs alone after every lab test (test_zz_lab_down); "
                                        "left out of a parallel (xdist) session")
 

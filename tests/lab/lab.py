@@ -11,7 +11,9 @@ moment it exists, and ``down`` removes exactly that, by name and PID, never
 by pattern.
 
 Environment: LAB_HOSTS (app hosts, default 6), LAB_LBS (load balancers,
-default 1), LAB_LAYOUT (``rolling`` or ``blue_green``), LAB_BASELINE (version
+default 1), LAB_LAYOUT (``rolling`` or ``blue_green``), LAB_MONITORING (``1``,
+the default: mon1 runs Prometheus and the inventory sets deploy_metrics_url;
+``0``: no monitoring host, no metrics URL), LAB_BASELINE (version
 installed on the app hosts at boot, default 1.0.0, ``none`` for empty hosts),
 LAB_STATE_DIR, LAB_CACHE_DIR, LAB_RECORD_DIR (when set, every lab brought up
 or down is recorded there, so a check after a parallel test run can prove
@@ -399,8 +401,9 @@ def cmd_up(config: labconfig.LabConfig) -> None:
     record(state, "up")
     elapsed = time.monotonic() - started
     log(f"lab: up in {elapsed:.1f} s: {len(config.app_hosts)} app hosts, "
-        f"{len(config.lb_hosts)} load balancer(s), mon1; inventory {INVENTORY}")
-    log(f"lab: load balancer {config.lb_url}  prometheus {config.prometheus_url}")
+        f"{len(config.lb_hosts)} load balancer(s), "
+        f"{config.monitoring_host.name if config.monitoring_host else 'no monitoring'}; inventory {INVENTORY}")
+    log(f"lab: load balancer {config.lb_url}  prometheus {config.prometheus_url or '- (LAB_MONITORING=0)'}")
 
 
 def cmd_down(quiet: bool = False) -> None:
@@ -502,7 +505,7 @@ def cmd_status() -> int:
         detail = labconfig.describe(host) if ssh else "-"
         problems += 0 if ssh else 1
         print(f"{host.name:8} {host.ip:14} {pid or '-':>8}  {'up' if ssh else 'DOWN':5} {detail}")
-    print(f"load balancer: {config.lb_url}   prometheus: {config.prometheus_url}")
+    print(f"load balancer: {config.lb_url}   prometheus: {config.prometheus_url or '- (LAB_MONITORING=0)'}")
     return 1 if problems else 0
 
 

@@ -116,6 +116,9 @@ class LabConfig:
     subnet: str = "10.213.0.0/24"
     bridge: str = "sdlab0"
     name: str = "sd"
+    # mon1 with Prometheus, and deploy_metrics_url in the inventory. False: a
+    # fleet with no metrics server at all (the analyses read HAProxy's counters).
+    monitoring: bool = True
 
     @classmethod
     def from_env(cls) -> LabConfig:
@@ -129,6 +132,12 @@ class LabConfig:
                 raise ValueError(f"{name} must be between {low} and {high}, got {value}")
             return value
 
+        def flag(name: str, default: bool) -> bool:
+            raw = os.environ.get(name, "1" if default else "0")
+            if raw not in ("0", "1"):
+                raise ValueError(f"{name} must be 0 or 1, got {raw!r}")
+            return raw == "1"
+
         layout = os.environ.get("LAB_LAYOUT", "rolling")
         if layout not in ("rolling", "blue_green"):
             raise ValueError(f"LAB_LAYOUT must be rolling or blue_green, got {layout!r}")
@@ -136,7 +145,8 @@ class LabConfig:
                      lb_count=integer("LAB_LBS", 1, 1, 4), layout=layout,
                      subnet=os.environ.get("LAB_SUBNET", "10.213.0.0/24"),
                      bridge=os.environ.get("LAB_BRIDGE", "sdlab0"),
-                     name=os.environ.get("LAB_NAME", "sd"))
+                     name=os.environ.get("LAB_NAME", "sd"),
+                     monitoring=flag("LAB_MONITORING", True))
         if not config.name.isalnum() or len(config.name) > 4:
             raise ValueError(f"LAB_NAME must be 1-4 letters or digits, got {config.name!r}")
         if layout == "blue_green" and config.app_count % 2:
@@ -148,7 +158,7 @@ class LabConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> LabConfig:
-        return cls(**data)
+        return cls(**data)  # a state written before a field existed gets its default
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -169,8 +179,9 @@ class LabConfig:
         return [Host(f"lb{i}", self._ip(1 + i), "lb", prefix=self.name) for i in range(1, self.lb_count + 1)]
 
     @property
-    def monitoring_host(self) -> Host:
-        return Host("mon1", self._ip(9), "monitoring", prefix=self.name)
+    def monitoring_host(self) -> Host | None:
+        """mon1 (Prometheus), or None in a lab without monitoring."""
+        return Host("mon1", self._ip(9), "monitoring", prefix=self.name) if self.monitoring else None
 
     @property
     def app_hosts(self) -> list[Host]:
@@ -185,7 +196,8 @@ class LabConfig:
 
     @property
     def hosts(self) -> list[Host]:
-        return [*self.lb_hosts, self.monitoring_host, *self.app_hosts]
+        monitoring = [self.monitoring_host] if self.monitoring_host else []
+        return [*self.lb_hosts, *monitoring, *self.app_hosts]
 
     def host(self, name: str) -> Host | None:
         return next((h for h in self.hosts if h.name == name), None)
@@ -199,8 +211,8 @@ class LabConfig:
         return f"http://{self.lb_hosts[0].ip}:8081/" if self.layout == "blue_green" else None
 
     @property
-    def prometheus_url(self) -> str:
-        return f"http://{self.monitoring_host.ip}:9090"
+    def prometheus_url(self) -> str | None:
+        return f"http://{self.monitoring_host.ip}:9090" if self.monitoring_host else None
 
     def backends(self) -> dict[str, list[Host]]:
         if self.layout == "blue_green":
@@ -361,6 +373,7 @@ def write_inventory(config: LabConfig, path: str, key_file: str) -> None:
             "lab_lb_url": config.lb_url,
             "lab_preview_url": config.preview_url,
             "lab_prometheus_url": config.prometheus_url,
+            "lab_monitoring": config.monitoring,
             "lab_artifacts_dir": ARTIFACTS,
             "deploy_app": APP,
             "deploy_app_port": APP_PORT,
@@ -368,9 +381,10 @@ def write_inventory(config: LabConfig, path: str, key_file: str) -> None:
             "deploy_artifact": "{{ lab_artifacts_dir }}/" + APP + "-{{ deploy_version }}.tar.gz",
             "deploy_artifact_checksum": "sha256:{{ lookup('ansible.builtin.file', "
                                         "deploy_artifact ~ '.sha256').split()[0] }}",
-            "deploy_metrics_url": config.prometheus_url,
             # Prometheus scrapes every second: short analysis windows keep
-            # the rolling and blue/green analyses quick in the lab. Many lab
+            # the rolling and blue/green analyses quick in the lab (without
+            # monitoring the rolling analysis reads HAProxy's counters over
+            # the same wait). Many lab
             # deploys (Molecule, some tests) run without traffic, which no
             # analysis can judge: there an inconclusive one goes on, with a
             # warning, instead of stopping (a failed one still stops).
@@ -387,9 +401,12 @@ def write_inventory(config: LabConfig, path: str, key_file: str) -> None:
             "app": {"hosts": {h.name: hostvars(h) for h in config.app_hosts},
                     "children": app_children},
             "lb": {"hosts": {h.name: hostvars(h) for h in config.lb_hosts}},
-            "monitoring": {"hosts": {config.monitoring_host.name: hostvars(config.monitoring_host)}},
         },
     }}
+    if config.monitoring_host:
+        inventory["all"]["vars"]["deploy_metrics_url"] = config.prometheus_url
+        inventory["all"]["children"]["monitoring"] = {
+            "hosts": {config.monitoring_host.name: hostvars(config.monitoring_host)}}
     if config.layout == "rolling":
         del inventory["all"]["children"]["app"]["children"]
     tmp = path + ".tmp"
