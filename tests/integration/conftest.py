@@ -179,6 +179,7 @@ class LabSlot:
         self.before = labmod.load_state()
         self.changed = False
         self.lab: Lab | None = None
+        self.last_clean_module: str | None = None  # see pytest_runtest_setup
 
     def ensure(self, config: labconfig.LabConfig) -> Lab:
         state = labmod.load_state()
@@ -212,11 +213,30 @@ def slot() -> LabSlot:
     return _SLOT
 
 
+# Fixtures that power-cycle the lab themselves (and whose tests may leave it changed).
+RESETTING_FIXTURES = {"fresh_lab", "bg"}
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
-    # Before any fixture of the test: a module fixture must see the right layout.
-    if "lab" in item.fixturenames or any(m.name == "lab" for m in item.iter_markers()):
-        slot().ensure(wanted_config(item))
+    """Before any fixture of the test (a module fixture must see it too): the
+    layout the test asks for, and, for a test that takes the lab as it is
+    (``lab`` without ``fresh_lab``), the baseline, unless the test before it
+    in this process was such a test of the same module. Run alone, a module's
+    tests ran in file order after their neighbours; on a worker they run in
+    the suite's order, after whatever test the worker had before."""
+    if "lab" not in item.fixturenames and not any(m.name == "lab" for m in item.iter_markers()):
+        return
+    current = slot()
+    current.ensure(wanted_config(item))
+    if RESETTING_FIXTURES & set(item.fixturenames):
+        current.last_clean_module = None
+        return
+    module = item.module.__name__
+    if current.last_clean_module != module:
+        lab_cli("reset")
+        current.lab.refresh()
+    current.last_clean_module = module
 
 
 @pytest.fixture(scope="session")
@@ -252,6 +272,8 @@ def pytest_configure(config):
                                        "(layout, app_count, lb_count, monitoring); default: the LAB_* environment's")
     config.addinivalue_line("markers", "final: runs alone after every lab test (test_zz_lab_down); "
                                        "left out of a parallel (xdist) session")
+    config.addinivalue_line("markers", "quiet: asserts a time bound that labs running beside it would break "
+                                       "(the CPU is shared); left out of a parallel session, make runs it alone after")
 
 
 # ----------------------------------------------------------------- ordering
@@ -277,16 +299,19 @@ def _group(item: pytest.Item) -> str | None:
 def pytest_collection_modifyitems(config, items):
     """Longest work first (known durations, per group), the final check last.
 
-    Under xdist the final lab-down check is left out (make runs it after
-    every worker has finished) and layout groups get an ``xdist_group`` mark
+    Under xdist the final lab-down check and the ``quiet`` tests are left out
+    (make runs them alone after every worker has finished) and layout groups
+    get an ``xdist_group`` mark
     for ``--dist loadgroup``.  The order is the same in every worker, as
     xdist requires.
     """
     parallel = bool(WORKER) or bool(getattr(config.option, "numprocesses", None))
     final = [item for item in items if item.get_closest_marker("final")]
-    if parallel and final:
-        config.hook.pytest_deselected(items=final)
-        items[:] = [item for item in items if item not in final]
+    if parallel:
+        alone = [item for item in items if item.get_closest_marker("final") or item.get_closest_marker("quiet")]
+        if alone:
+            config.hook.pytest_deselected(items=alone)
+            items[:] = [item for item in items if item not in alone]
         final = []
     expected = _expected_seconds()
     units: dict[str, list[pytest.Item]] = collections.OrderedDict()

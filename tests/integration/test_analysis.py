@@ -40,14 +40,20 @@ def wait_until(moment: float) -> None:
     time.sleep(max(0.0, moment - time.time()))
 
 
-def test_rolling_analysis_stops_the_errors_release_after_the_first_batch(fresh_lab, traffic):
-    hosts = [h.name for h in fresh_lab.app_hosts]
+def stopped_after_the_first_batch(lab, traffic, version: str, settings: dict, expected: list[str],
+                                  settle: float, label: str) -> None:
+    """A plain serial deploy of ``version`` (analysis off) then, on the same fleet
+    back on 1.0.0, one with the analysis: the analysis stops it after the first
+    batch and undoes web1, and loses at most 5 % of the plain run's failed
+    requests over windows of the same length (the plain run + 30 s) from each
+    deploy's start. ``expected``: lines the analysis run must print."""
+    hosts = [h.name for h in lab.app_hosts]
 
     # Plain serial first (rolling_analysis off): it rolls the release onto every host.
     plain_start = time.time()
-    plain = ansible_playbook(DEPLOY, extra_vars={"deploy_version": ERRORS, "rolling_analysis": False, **FAST})
+    plain = ansible_playbook(DEPLOY, extra_vars={"deploy_version": version, "rolling_analysis": False, **settings})
     assert plain.returncode == 0, plain.stdout[-4000:]
-    assert {h: running(fresh_lab, h) for h in hosts} == dict.fromkeys(hosts, ERRORS)
+    assert {h: running(lab, h) for h in hosts} == dict.fromkeys(hosts, version)
     assert "ROLLING ANALYSIS" not in plain.stdout
     # Both runs are observed over windows of the same length, from their start:
     # the plain run's duration + 30 s (the plain fleet keeps failing after it).
@@ -57,36 +63,43 @@ def test_rolling_analysis_stops_the_errors_release_after_the_first_batch(fresh_l
 
     # The same fleet back on 1.0.0 (power-cycled; traffic during the reset is in neither window).
     lab_cli("reset")
-    fresh_lab.refresh()
-    assert_all_up(fresh_lab)
-    time.sleep(3)  # Prometheus (reset too) scrapes the fleet again
+    lab.refresh()
+    assert_all_up(lab)
+    time.sleep(settle)
 
     started = time.time()
-    run = ansible_playbook(DEPLOY, extra_vars={"deploy_version": ERRORS, **FAST})
+    run = ansible_playbook(DEPLOY, extra_vars={"deploy_version": version, **settings})
     assert run.returncode != 0, run.stdout[-4000:]
     out = flat(run.stdout)
-    assert "ROLLING ANALYSIS: FAIL - web1 (2.1.0-errors) against the 5 host(s) not yet updated" in out, out[-3000:]
-    assert f"The rollout of {ERRORS} stopped: the analysis of web1" in out
-    assert "FAILED - fail: success_rate = " in out and "is below the minimum 99%" in out
+    assert f"ROLLING ANALYSIS: FAIL - web1 ({version}) against the 5 host(s) not yet updated" in out, out[-3000:]
+    assert f"The rollout of {version} stopped: the analysis of web1" in out, out[-3000:]
+    for line in expected:
+        assert line in out, (line, out[-3000:])
     assert "Every host it had updated is back on its last good release" in out
     # Stopped after the first batch: only web1 ever ran it, and it is marked bad there.
-    assert {h: fresh_lab.version_on(h) for h in hosts} == dict.fromkeys(hosts, "1.0.0")
-    assert fresh_lab.history("web1")["releases"][ERRORS]["verdict"] == "bad"
-    assert fresh_lab.history("web1")["history"][-1]["version"] == "1.0.0"
+    assert {h: lab.version_on(h) for h in hosts} == dict.fromkeys(hosts, "1.0.0")
+    assert lab.history("web1")["releases"][version]["verdict"] == "bad"
+    assert lab.history("web1")["history"][-1]["version"] == "1.0.0"
     for host in hosts[1:]:
-        assert ERRORS not in fresh_lab.history(host)["releases"], host
-    assert_all_up(fresh_lab)
+        assert version not in lab.history(host)["releases"], host
+    assert_all_up(lab)
     assert run.elapsed < observe, f"the run with analysis took {run.elapsed:.0f} s, longer than the {observe:.0f} s window"
     wait_until(started + observe)
     analysis_failed = failed_between(traffic, started, started + observe)
 
-    summary = (f"failed requests from deploy start to {observe:.0f} s after it (plain run: {plain.elapsed:.0f} s, "
-               f"with analysis: {run.elapsed:.0f} s): with rolling_analysis {len(analysis_failed)}, plain serial "
-               f"{len(plain_failed)} ({100 * len(analysis_failed) / max(1, len(plain_failed)):.1f} %)")
+    summary = (f"{version}, {label}: failed requests from deploy start to {observe:.0f} s after it (plain run: "
+               f"{plain.elapsed:.0f} s, with analysis: {run.elapsed:.0f} s): with the analysis {len(analysis_failed)}, "
+               f"plain serial {len(plain_failed)} ({100 * len(analysis_failed) / max(1, len(plain_failed)):.1f} %)")
     print("\n" + summary)
     assert plain_failed, summary
     assert len(analysis_failed) <= 0.05 * len(plain_failed), summary
-    assert {r["version"] for r in analysis_failed} <= {ERRORS}, summary
+    assert {r["version"] for r in analysis_failed} <= {version}, summary
+
+
+def test_rolling_analysis_stops_the_errors_release_after_the_first_batch(fresh_lab, traffic):
+    stopped_after_the_first_batch(
+        fresh_lab, traffic, ERRORS, FAST, settle=3,  # Prometheus (reset too) scrapes the fleet again
+        expected=["FAILED - fail: success_rate = ", "is below the minimum 99%"], label="Prometheus")
 
 
 @pytest.mark.extended  # blue/green analysis: in make test-extended

@@ -79,6 +79,7 @@ def histories(lab: Lab) -> dict:
     return {h: lab.history(h) for h in BLUE + GREEN}
 
 
+@pytest.mark.quiet  # the switch back within 5 s of rollback.yml's start: not beside other labs
 def test_check_then_switch_to_green_then_reload_then_switch_back(bg, live_traffic):
     # --check: says which pool would become live, changes nothing.
     before = histories(bg)
