@@ -16,8 +16,11 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 demo: deps venv collection artifacts
 	$(PY) tests/lab/demo.py
 
+# The static checks side by side (the unit tests take both cores, lint and
+# sanity mostly one), then the lab tests.
 test: deps venv collection artifacts
-	$(MAKE) test-unit lint sanity test-integration
+	$(MAKE) --jobs=3 --output-sync=target test-unit lint sanity
+	$(MAKE) test-integration
 
 deps: build/.deps-stamp
 build/.deps-stamp: tools/install-deps.sh

@@ -185,7 +185,7 @@ class LabSlot:
         state = labmod.load_state()
         # Through LabConfig: a state written before a field existed reads with its default.
         if (state is None or labconfig.LabConfig.from_dict(state["config"]) != config or not os.path.exists(INVENTORY)
-                or lab_cli("status", check=False).returncode):
+                or not self.running(state, config)):
             lab_cli("up", env=config_env(config))
             self.changed = True
         if self.lab is None:
@@ -193,6 +193,16 @@ class LabSlot:
         else:
             self.lab.refresh()
         return self.lab
+
+    @staticmethod
+    def running(state: dict, config: labconfig.LabConfig) -> bool:
+        """What ``lab.py status`` checks (every machine's nspawn alive, its sshd
+        answering), in this process: it runs before every test."""
+        for host in config.hosts:
+            pid = state["hosts"].get(host.name, {}).get("pid")
+            if not pid or not labmod.is_our_nspawn(pid) or not labmod.wait_port(host.ip, 22, time.monotonic() + 1):
+                return False
+        return True
 
     def finish(self) -> None:
         if not self.changed or os.environ.get("LAB_KEEP"):

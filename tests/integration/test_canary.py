@@ -16,6 +16,8 @@ import sys
 import threading
 import time
 
+import pytest
+
 from conftest import REPO, ansible_playbook, failed_requests
 
 sys.path.insert(0, os.path.join(REPO, "tests", "lab"))
@@ -161,6 +163,7 @@ def _bad_canary(lab, traffic, version):
     return out, summary["last"] - summary["first"]
 
 
+@pytest.mark.quiet  # back on stable within 10 s of the first bad answer: 10.6 s once beside three labs
 def test_errors_canary_is_aborted_at_the_first_analysis(fresh_lab, traffic):
     out, exposure = _bad_canary(fresh_lab, traffic, "2.1.0-errors")
     assert "success_rate = " in out and "is below the minimum 99%" in out
