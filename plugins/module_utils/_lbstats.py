@@ -74,7 +74,9 @@ Verdict
     ``_metrics.verdict_of``: inconclusive when a load balancer could not be
     read (at the start or now; the message names it and why), when the new
     servers had fewer than ``min_requests`` requests in the window (never a
-    pass), or when a metric has no data; fail when a metric is outside its
+    pass; but a fail when the errors seen already fail the error rate over
+    ``min_requests`` requests, see :func:`settled_error_rate_fail`), or when a
+    metric has no data; fail when a metric is outside its
     thresholds; pass otherwise. Without baseline servers (the last rolling
     batch, a whole new fleet) only the absolute thresholds apply.
 """
@@ -83,6 +85,7 @@ from __future__ import annotations
 
 from ansible_collections.safedeploy.fleet.plugins.module_utils._haproxy import STAT_COUNTERS, STAT_GAUGES
 from ansible_collections.safedeploy.fleet.plugins.module_utils._metrics import (
+    FAIL,
     MetricsConfigError,
     _fmt,
     _number,
@@ -396,6 +399,34 @@ def _judge_latency(spec, new, baseline):
     return record
 
 
+def settled_error_rate_fail(record, new, base, min_requests):
+    """The error-rate record of a fail the first ``min_requests`` requests settle already, or None.
+
+    With fewer than ``min_requests`` requests the verdict is inconclusive,
+    except when the errors seen already fail the error rate over
+    ``min_requests`` requests, whatever the missing ones answer:
+    ``errors / min_requests`` is the least rate the full window can have. One
+    500 in the first 5 requests at a 1 % canary step, min_requests 20: at
+    least 5 % > 1 %, a fail now rather than after 20 requests (20 s at 1 req/s).
+    The thresholds are those of ``record`` (the error rate's, already judged).
+    """
+    requests, errors = new["requests"], new["errors"]
+    if not min_requests or requests >= min_requests or not errors:
+        return None
+    spec = {"name": "error_rate", "unit": "%", "min": None, "max": record.get("max"),
+            "max_vs_baseline": record.get("max_vs_baseline"), "baseline_tolerance": record.get("baseline_tolerance", 0.0)}
+    least = error_rate(min_requests, errors)
+    judged = evaluate_metric(spec, least, base["error_rate"] if base else None)
+    if judged["verdict"] != FAIL:
+        return None
+    settled = dict(record)
+    settled.update(verdict=FAIL, value=error_rate(requests, errors), value_low=least, settled_early=True, limit=judged["limit"],
+                   reason=(f"error_rate: {errors:.0f} of the new servers' first {requests:.0f} requests failed, so their "
+                           f"first {min_requests} (min_requests) fail at least {_fmt(least, '%')} whatever the other "
+                           f"{min_requests - requests:.0f} answer: " + judged["reason"].replace("error_rate = ", "at least ")))
+    return settled
+
+
 def analyse(start, now, new_servers, baseline_servers=(), thresholds=None, min_requests=DEFAULT_MIN_REQUESTS,
             backends=None):
     """Judge the new servers from two samples; the shape of ``_metrics.analyse``'s result.
@@ -470,7 +501,14 @@ def analyse(start, now, new_servers, baseline_servers=(), thresholds=None, min_r
             results.append(_judge(spec, new["queue"], None, "qcur now per server with a maxconn (slim)"))
 
     provider_error = ("load balancer(s) could not be read: " + "; ".join(unreadable)) if unreadable else None
-    verdict, message, failed = verdict_of(results, new["requests"], int(min_requests), provider_error)
+    settled = None
+    if not provider_error and results and results[0]["name"] == "error_rate":
+        settled = settled_error_rate_fail(results[0], new, base, int(min_requests))
+    if settled:
+        verdict, message, failed = FAIL, "fail: " + settled["reason"], ["error_rate"]
+        results[0] = settled
+    else:
+        verdict, message, failed = verdict_of(results, new["requests"], int(min_requests), provider_error)
     if restarted:
         message += f" (window restarted on {', '.join(restarted)}: HAProxy reloaded, its counters since then are judged)"
     return {

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import REPO, ansible_playbook, failed_requests, lab_cli
+from conftest import REPO, ansible_playbook, failed_requests, is_ok, lab_cli
 from test_blue_green import BG_LAYOUT, BLUE, FAST as BG_FAST, GREEN, assert_live, bg, bg_lab, failed, live_traffic  # noqa: F401
 from test_rolling import assert_all_up
 
@@ -40,18 +40,31 @@ def wait_until(moment: float) -> None:
     time.sleep(max(0.0, moment - time.time()))
 
 
+def slow_between(traffic, t0: float, t1: float, slower_than_ms: float = 500) -> list[dict]:
+    """The requests answered in ``slower_than_ms`` or more, or that failed."""
+    return [r for r in traffic.records if t0 <= r["t"] < t1
+            and (not is_ok(r) or (r["latency_ms"] or 0) >= slower_than_ms)]
+
+
 def stopped_after_the_first_batch(lab, traffic, version: str, settings: dict, expected: list[str],
-                                  settle: float, label: str, max_share: float = 0.05) -> None:
-    """A plain serial deploy of ``version`` (analysis off) then, on the same fleet
-    back on 1.0.0, one with the analysis: the analysis stops it after the first
-    batch and undoes web1, and loses at most 5 % of the plain run's failed
-    requests over windows of the same length (the plain run + 30 s) from each
-    deploy's start (``max_share``). ``expected``: lines the analysis run must print."""
+                                  settle: float, label: str, max_share: float = 0.05, plain_playbook: str = "",
+                                  bad_between=failed_between, bad_name: str = "failed") -> None:
+    """A plain serial deploy of ``version`` then, on the same fleet back on
+    1.0.0, one with the analysis: the analysis stops it after the first batch
+    and undoes web1, and serves at most ``max_share`` of the plain run's bad
+    requests (``bad_between``: failed ones by default) over windows of the same
+    length (the plain run + 30 s) from each deploy's start. The plain run is
+    deploy.yml with rolling_analysis off, or ``plain_playbook`` (for example
+    bench/rollout/naive.yml: serial + restart, the load balancer left alone).
+    ``expected``: lines the analysis run must print."""
     hosts = [h.name for h in lab.app_hosts]
 
-    # Plain serial first (rolling_analysis off): it rolls the release onto every host.
+    # Plain serial first: it rolls the release onto every host.
     plain_start = time.time()
-    plain = ansible_playbook(DEPLOY, extra_vars={"deploy_version": version, "rolling_analysis": False, **settings})
+    if plain_playbook:
+        plain = ansible_playbook(plain_playbook, extra_vars={"deploy_version": version})
+    else:
+        plain = ansible_playbook(DEPLOY, extra_vars={"deploy_version": version, "rolling_analysis": False, **settings})
     assert plain.returncode == 0, plain.stdout[-4000:]
     assert {h: running(lab, h) for h in hosts} == dict.fromkeys(hosts, version)
     assert "ROLLING ANALYSIS" not in plain.stdout
@@ -59,7 +72,7 @@ def stopped_after_the_first_batch(lab, traffic, version: str, settings: dict, ex
     # the plain run's duration + 30 s (the plain fleet keeps failing after it).
     observe = time.time() - plain_start + 30
     wait_until(plain_start + observe)
-    plain_failed = failed_between(traffic, plain_start, plain_start + observe)
+    plain_failed = bad_between(traffic, plain_start, plain_start + observe)
 
     # The same fleet back on 1.0.0 (power-cycled; traffic during the reset is in neither window).
     lab_cli("reset")
@@ -85,9 +98,9 @@ def stopped_after_the_first_batch(lab, traffic, version: str, settings: dict, ex
     assert_all_up(lab)
     assert run.elapsed < observe, f"the run with analysis took {run.elapsed:.0f} s, longer than the {observe:.0f} s window"
     wait_until(started + observe)
-    analysis_failed = failed_between(traffic, started, started + observe)
+    analysis_failed = bad_between(traffic, started, started + observe)
 
-    summary = (f"{version}, {label}: failed requests from deploy start to {observe:.0f} s after it (plain run: "
+    summary = (f"{version}, {label}: {bad_name} requests from deploy start to {observe:.0f} s after it (plain run: "
                f"{plain.elapsed:.0f} s, with analysis: {run.elapsed:.0f} s): with the analysis {len(analysis_failed)}, "
                f"plain serial {len(plain_failed)} ({100 * len(analysis_failed) / max(1, len(plain_failed)):.1f} %)")
     print("\n" + summary)
@@ -96,6 +109,9 @@ def stopped_after_the_first_batch(lab, traffic, version: str, settings: dict, ex
     assert {r["version"] for r in analysis_failed} <= {version}, summary
 
 
+# In make test-extended: make test shows the same stop without Prometheus
+# (test_analysis_haproxy.py), the Prometheus provider is in make test through test_canary.
+@pytest.mark.extended
 def test_rolling_analysis_stops_the_errors_release_after_the_first_batch(fresh_lab, traffic):
     stopped_after_the_first_batch(
         fresh_lab, traffic, ERRORS, FAST, settle=3,  # Prometheus (reset too) scrapes the fleet again

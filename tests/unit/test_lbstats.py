@@ -209,13 +209,40 @@ def test_too_few_requests_is_inconclusive_never_a_pass():
     result = lbs.analyse(start, now, ["web1"], ["web2", "web3"], min_requests=20)
     assert result["verdict"] == "inconclusive" and "too few requests" in result["message"]
     assert "19 in the window, min_requests is 20" in result["message"]
-    # even a bad one: measured anyway, still inconclusive
-    start, now = rolling_samples(server(hrsp_2xx=5, hrsp_5xx=5), server(hrsp_2xx=200))
-    result = lbs.analyse(start, now, ["web1"], ["web2", "web3"], min_requests=20)
-    assert result["verdict"] == "inconclusive" and "measured anyway: error_rate = 50%" in result["message"]
+    # a bad one that the missing requests could still bring under the limits: measured anyway, still inconclusive
+    start, now = rolling_samples(server(hrsp_2xx=4, hrsp_5xx=1), server(hrsp_2xx=200))
+    result = lbs.analyse(start, now, ["web1"], ["web2", "web3"], {"error_rate_max": 10.0, "error_rate_over_baseline": 5.0},
+                         min_requests=20)
+    assert result["verdict"] == "inconclusive" and "measured anyway: error_rate = 20%" in result["message"]
     # nothing at all
     start, now = rolling_samples(server(), server(hrsp_2xx=200))
     assert lbs.analyse(start, now, ["web1"], ["web2", "web3"])["verdict"] == "inconclusive"
+
+
+def test_errors_that_settle_the_first_min_requests_fail_before_there_are_enough():
+    # a 1 % canary step: 1 of its first 4 requests failed; over min_requests 20 that is at least 5 % > 1 %
+    start, now = rolling_samples(server(hrsp_2xx=3, hrsp_5xx=1), server(hrsp_2xx=400))
+    result = lbs.analyse(start, now, ["web1"], ["web2", "web3"], min_requests=20)
+    assert result["verdict"] == "fail" and result["failed_metrics"] == ["error_rate"]
+    record = metric(result, "error_rate")
+    assert record["settled_early"] is True and record["value"] == pytest.approx(25.0) and record["value_low"] == pytest.approx(5.0)
+    assert ("1 of the new servers' first 4 requests failed, so their first 20 (min_requests) fail at least 5% "
+            "whatever the other 16 answer: at least 5% is above the maximum 1%; at least 5% is above 0.5%") in result["message"]
+    # a refused connection or a reset counts the same
+    for failure in ({"econ": 1}, {"eresp": 1}):
+        start, now = rolling_samples(server(hrsp_2xx=2, **failure), server(hrsp_2xx=400))
+        assert lbs.analyse(start, now, ["web1"], ["web2", "web3"], min_requests=20)["verdict"] == "fail"
+    # against the baseline only: the baseline fails 10 % itself, so 1 in 20 (5 %) settles nothing
+    off = {"error_rate_max": None}
+    start, now = rolling_samples(server(hrsp_2xx=3, hrsp_5xx=1), server(hrsp_2xx=360, hrsp_5xx=40))
+    assert lbs.analyse(start, now, ["web1"], ["web2", "web3"], off, min_requests=20)["verdict"] == "inconclusive"
+    # no error yet: inconclusive, never a pass
+    start, now = rolling_samples(server(hrsp_2xx=4), server(hrsp_2xx=400))
+    assert lbs.analyse(start, now, ["web1"], ["web2", "web3"], min_requests=20)["verdict"] == "inconclusive"
+    # an unreadable load balancer is inconclusive whatever the errors
+    start, now = rolling_samples(server(hrsp_2xx=3, hrsp_5xx=1), server(hrsp_2xx=400))
+    now["lb2"], start["lb2"] = down(), lb({})
+    assert lbs.analyse(start, now, ["web1"], ["web2", "web3"], min_requests=20)["verdict"] == "inconclusive"
 
 
 def test_relative_error_rate_against_the_baseline():
