@@ -56,8 +56,17 @@ options:
       - Request headers to send.
       - Their values never appear in the results; values of secret-looking headers such as C(Authorization)
         are masked wherever they would be echoed.
+      - Ansible logs a module's arguments (the C(Invoked with) line in the journal of the host that runs it,
+        the controller here) before the module can mask anything, so give a token in O(bearer_token), not here.
     type: dict
     default: {}
+  bearer_token:
+    description:
+      - A token sent in an C(Authorization) header (C(Bearer) and the token) with every request. Never logged
+        nor returned (the journal's C(Invoked with) line included).
+      - Not together with an C(Authorization) header in O(headers).
+    type: str
+    version_added: 0.2.0
   body:
     description:
       - "Request body. A dict or list is sent as JSON (with C(Content-Type: application/json)), anything else as text."
@@ -197,8 +206,7 @@ EXAMPLES = r"""
 - name: Fleet-level check with a bearer token over TLS with a private CA
   safedeploy.fleet.health_check:
     urls: "{{ groups['web'] | map('regex_replace', '^(.*)$', 'https://\\1/readyz') | list }}"
-    headers:
-      Authorization: "Bearer {{ vault_probe_token }}"
+    bearer_token: "{{ vault_probe_token }}"
     ca_path: /etc/safedeploy/ca.pem
     min_healthy: "80%"
     deadline: 120
@@ -326,6 +334,7 @@ def argument_spec():
         "urls": {"type": "list", "elements": "str"},
         "method": {"type": "str", "default": "GET"},
         "headers": {"type": "dict", "default": {}, "no_log": False},
+        "bearer_token": {"type": "str", "no_log": True},
         "body": {"type": "raw"},
         "expected_status": {"type": "list", "elements": "int", "default": [200]},
         "json_checks": {"type": "dict"},
@@ -364,6 +373,13 @@ def main():
     raw_urls = [params["url"]] if params["url"] is not None else list(params["urls"] or [])
     module.no_log_values.update(sensitive_values(params["headers"], raw_urls))
 
+    headers = dict(params["headers"])
+    if params["bearer_token"]:
+        if any(str(name).lower() == "authorization" for name in headers):
+            module.fail_json(msg="bearer_token and an Authorization header in headers are both given: keep one "
+                                 "(bearer_token is never logged)")
+        headers["Authorization"] = f"Bearer {params['bearer_token']}"
+
     if not HAS_REQUESTS:
         module.fail_json(msg=missing_required_lib("requests"), exception=REQUESTS_IMPORT_ERROR)
     if params["json_checks"] and not HAS_JMESPATH:
@@ -377,7 +393,7 @@ def main():
             raise ProbeConfigError(f"concurrency must be at least 1, got {params['concurrency']!r}")
         spec = ProbeSpec(
             method=params["method"],
-            headers=params["headers"],
+            headers=headers,
             body=params["body"],
             expected_status=params["expected_status"],
             json_checks=params["json_checks"],

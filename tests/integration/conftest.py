@@ -125,8 +125,10 @@ def failed_requests(traffic, since: int = 0) -> list[dict]:
 
 def ansible_playbook(playbook: str, *args: str, extra_vars: dict | None = None,
                      check: bool = False, env: dict | None = None,
-                     timeout: float = 900) -> subprocess.CompletedProcess:
-    """Run ansible-playbook the way a user would; return the completed process."""
+                     timeout: float = 900, stdin=None) -> subprocess.CompletedProcess:
+    """Run ansible-playbook the way a user would; return the completed process.
+
+    ``stdin``: its standard input (default: the test's own)."""
     argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
             "-i", INVENTORY, playbook, *args]
     if extra_vars:
@@ -134,7 +136,7 @@ def ansible_playbook(playbook: str, *args: str, extra_vars: dict | None = None,
     if check:
         argv.append("--check")
     started = time.monotonic()
-    result = subprocess.run(argv, cwd=REPO, text=True, stdout=subprocess.PIPE,
+    result = subprocess.run(argv, cwd=REPO, text=True, stdin=stdin, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, timeout=timeout,
                             env={**os.environ, "ANSIBLE_CONFIG": os.path.join(REPO, "ansible.cfg"),
                                  "ANSIBLE_FORCE_COLOR": "0", **(env or {})})

@@ -141,3 +141,29 @@ def test_module_end_to_end(tmp_path):
     invalid = tasks["invalid"]
     assert invalid["failed"] is True
     assert "min_healthy must be an integer or a percentage like '50%', got 'half'" in invalid["msg"]
+
+
+def test_bearer_token_is_sent_and_never_logged_nor_returned(monkeypatch):
+    # Ansible logs a module's arguments ("Invoked with ...", the journal) in
+    # AnsibleModule(); only no_log options are masked there.
+    from ansible.module_utils.basic import AnsibleModule
+    from ansible_collections.safedeploy.fleet.plugins.modules import health_check
+    from haproxy_fixture import run_module
+
+    logged = []
+    monkeypatch.setattr(AnsibleModule, "log", lambda self, msg, log_args=None: logged.append(msg))
+    server = ScriptedServer(Reply(200, {"status": "ok"}, {}))
+    try:
+        failed, result = run_module(health_check, {"url": server.url, "bearer_token": SECRET, "deadline": 5,
+                                                   "headers": {"X-Trace": "visible-trace"}})
+    finally:
+        server.kill()
+    assert not failed, result
+    assert server.requests[0]["headers"]["Authorization"] == f"Bearer {SECRET}"
+    assert logged and any("Invoked with" in line for line in logged), logged
+    assert all(SECRET not in line for line in logged), logged
+    assert SECRET not in json.dumps(result)
+
+    failed, result = run_module(health_check, {"url": server.url, "bearer_token": SECRET,
+                                               "headers": {"authorization": "Basic x"}})
+    assert failed and "bearer_token and an Authorization header" in result["msg"]
