@@ -655,6 +655,10 @@ def apply(path, version, state="present", src=None, checksum=None, keep=DEFAULT_
         lock = contextlib.nullcontext()
     else:
         if state in ("present", "active"):
+            if src and not os.path.isdir(store.releases_dir):
+                # A store never used (a fresh host): nothing of it is created
+                # before the artifact is accepted, checksum and every member.
+                preverify(src, version, expected, max_unpacked_bytes)
             store.ensure_layout()
         lock = store.locked(lock_timeout)
 
@@ -785,6 +789,22 @@ def _apply_locked(store, version, state, src, expected, keep, shared, max_bytes,
         "warnings": warnings,
         "diff": {"before": before, "after": after},
     }
+
+
+def preverify(src, version, expected, max_bytes):
+    """Refuse an artifact before a new store is created: no checksum, a wrong one, or a member that
+    would not unpack (the same checks as the unpack, nothing written)."""
+    if expected is False:
+        raise ChecksumRequiredError(
+            f"checksum is required to unpack src={src!r} (use 'sha256:<hex>', or 'skip' to "
+            "unpack an unverified artifact)"
+        )
+    with _open_artifact(src) as fileobj:
+        _verify(fileobj, src, expected, [])
+        try:
+            extract(fileobj, None, max_bytes)
+        except ArchiveError as exc:
+            raise UnpackError(f"refusing to unpack {src} for version {version!r}: {exc}") from exc
 
 
 def _verify(fileobj, src, expected, warnings):

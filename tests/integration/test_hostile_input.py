@@ -11,13 +11,16 @@ the traffic recorder's failed requests with what they were before.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
+import http.server
 import io
 import json
 import os
 import pathlib
 import tarfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -185,3 +188,42 @@ def test_release_role_on_a_host_refuses_hostile_artifacts_and_leaves_nothing(bas
     text, _run = run_hostile(baseline, traffic, RELEASE, "--limit", "web1", deploy_version="../../etc",
                              deploy_artifact=src, deploy_artifact_checksum=checksum)
     assert 'release: release_version "../../etc" is not a valid version' in text, text[-2000:]
+
+
+@pytest.mark.parametrize("case", ["traversal", "wrong-checksum"])
+def test_a_refused_artifact_leaves_a_new_hosts_app_root_as_it_was(baseline, traffic, tmp_path, case):
+    """A host the collection never deployed to (its app root does not exist yet): nothing is created."""
+    fresh = f"/srv/{MARKER}-fresh"
+    escape = "../" * 8 + f"tmp/{MARKER}-escaped"
+    src, checksum = write(tmp_path, "demoapp-9.9.9.tar.gz", archive([(escape, "file", b"pwned\n")]))
+    if case == "wrong-checksum":
+        checksum = "sha256:" + "0" * 64
+    lab = baseline[0].lab
+    assert lab.ssh("web1", f"test -e {fresh}", check=False).returncode == 1
+    text, _run = run_hostile(baseline, traffic, RELEASE, "--limit", "web1", deploy_version="9.9.9",
+                             deploy_artifact=src, deploy_artifact_checksum=checksum, deploy_app_root=fresh)
+    expected = "contains a '..' component" if case == "traversal" else "checksum mismatch"
+    assert expected in text, text[-2000:]
+    left = lab.ssh("web1", f"ls -a {fresh} 2>&1; true").stdout
+    assert "No such file or directory" in left, f"{fresh} on web1 after a refused artifact: {left}"
+
+
+def test_deploy_reads_a_url_artifact_through_before_anything_is_drained(baseline, traffic, tmp_path):
+    """A hostile archive behind a URL (release_download_on: controller, the default): preflight downloads it
+    once on the controller and refuses it there, before the first host is drained."""
+    escape = "../" * 8 + f"tmp/{MARKER}-escaped"
+    _src, checksum = write(tmp_path, "demoapp-9.9.9.tar.gz", archive([(escape, "file", b"pwned\n")]))
+    cache = tmp_path / "downloads"
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/demoapp-9.9.9.tar.gz"
+        text, _run = run_hostile(baseline, traffic, DEPLOY, deploy_version="9.9.9", deploy_artifact=url,
+                                 deploy_artifact_checksum=checksum, release_download_dir=str(cache))
+    finally:
+        server.shutdown()
+    assert (f"the artifact {url} of demoapp 9.9.9 is not safe to unpack, no host was changed: "
+            f"refusing to unpack {cache}/demoapp-9.9.9.tar.gz for version '9.9.9': archive member '{escape}' "
+            "contains a '..' component") in text, text[-2000:]
+    assert list(cache.iterdir()) == [], "the refused download stayed in the controller's download folder"

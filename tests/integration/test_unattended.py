@@ -55,6 +55,7 @@ def test_blue_green_pause_is_refused_under_ansible_runner(bg, tmp_path, job_var)
     envvars = {"ANSIBLE_CONFIG": os.path.join(REPO, "ansible.cfg"),
                "ANSIBLE_COLLECTIONS_PATH": os.path.join(REPO, "build", "collections"),
                "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+               "SAFEDEPLOY_REPORT_DIR": str(tmp_path / "reports"),
                job_var: "4242"}
     pdd = _private_data_dir(tmp_path, bg.inventory,
                             {"deploy_version": "2.0.0", "blue_green_pause": True, **FAST}, envvars)

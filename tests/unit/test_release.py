@@ -288,6 +288,31 @@ def test_failed_unpack_leaves_nothing_and_current_untouched(root, deploy, artifa
     assert not os.path.exists(tmp_path / "escape")
 
 
+@pytest.mark.parametrize(
+    "files, symlinks, checksum, error",
+    [
+        ({"ok": b"1", "../escape": b"x"}, None, None, UnpackError),
+        ({"ok": b"1"}, {"evil": "/etc"}, None, UnpackError),
+        ({"big": b"\0" * 5000}, None, None, UnpackError),
+        ({"ok": b"1"}, None, "sha256:" + "0" * 64, rel.ChecksumMismatchError),
+        ({"ok": b"1"}, None, False, rel.ChecksumRequiredError),
+    ],
+    ids=["traversal", "symlink-out", "too-large", "wrong-checksum", "no-checksum"],
+)
+@pytest.mark.parametrize("prepared", [[], [".safedeploy", ".safedeploy/incoming"]], ids=["no-root", "incoming-only"])
+def test_a_refused_artifact_creates_nothing_of_a_new_store(root, artifact, files, symlinks, checksum, error, prepared):
+    # A fresh host: no store yet, or only the folder the release role copies artifacts into.
+    for folder in prepared:
+        os.makedirs(os.path.join(root, folder))
+    before = sorted(os.path.relpath(os.path.join(d, n), root) for d, dirs, names in os.walk(root) for n in dirs + names)
+    src, good = artifact("1.1", files, symlinks=symlinks)
+    kwargs = {} if checksum is False else {"checksum": checksum or good}
+    with pytest.raises(error):
+        apply(root, "1.1", "active", src=src, max_unpacked_bytes=4096, **kwargs)
+    after = sorted(os.path.relpath(os.path.join(d, n), root) for d, dirs, names in os.walk(root) for n in dirs + names)
+    assert after == before and os.path.exists(root) == bool(prepared)
+
+
 def test_truncated_artifact_leaves_nothing(root, deploy, tmp_path):
     deploy("1.0")
     before = snapshot(root)
