@@ -60,8 +60,11 @@ Latency, in ms
     wide, and the thresholds are applied to its lower end: a latency *fail*
     means the window's mean was surely above the limit. The new group's value
     is the answers-weighted mean of its servers' estimates; the baseline's is
-    the answers-weighted mean of its servers' gauges (the same release before
-    and during the window). HAProxy 2.6 has no percentiles: a slow tail that
+    the same estimate over the same window for the baseline servers, at the
+    upper end of its range (their gauges lag: a slowdown of the whole fleet
+    during the window, a busy controller or a noisy neighbour, shows in the
+    new servers' window at once and in the baseline's gauge only slowly, and
+    failed a good canary once on the lab). HAProxy 2.6 has no percentiles: a slow tail that
     leaves the mean alone goes unseen (use the prometheus provider for p99).
 
 Saturation
@@ -487,7 +490,10 @@ def analyse(start, now, new_servers, baseline_servers=(), thresholds=None, min_r
                  limits["latency_vs_baseline"] if with_baseline else None,
                  limits["latency_tolerance"] if with_baseline else None)
     if spec:
-        baseline_latency = base["latency"]["rtime"] if base and base["latency"] else None
+        # The baseline over the same window (not its gauge, whose moving mean
+        # lags behind a slowdown of the whole fleet), at the upper end of its
+        # range: a fail means the new servers were surely slower.
+        baseline_latency = base["latency"]["high"] if base and base["latency"] else None
         results.append(_judge_latency(spec, new, baseline_latency))
     spec = _spec("saturation", "sessions", "sessions per new server now (scur), against the baseline servers'",
                  limits["saturation_max"], limits["saturation_vs_baseline"] if with_baseline else None,

@@ -285,12 +285,31 @@ def test_latency_relative_to_the_baseline():
     result = lbs.analyse(start, now, ["web1"], ["web2", "web3"])
     record = metric(result, "latency")
     assert record["value"] == pytest.approx(60, abs=1.5)
-    assert record["baseline"] == 5 and record["limit"] == pytest.approx(12.5)
+    # the baseline over the same window, at the upper end of its range: 5 + w / (1 - w) ms
+    assert record["baseline"] == pytest.approx(5 + w / (1 - w), abs=1e-3)
+    assert record["limit"] == pytest.approx(1.5 * (5 + w / (1 - w)) + 5, abs=1e-3)
     assert record["verdict"] == "fail" and result["failed_metrics"] == ["latency"]
     assert record["window_share"] == pytest.approx(1 - w, abs=1e-3)
     # the same release as the baseline: pass
     now["lb1"]["servers"]["app/web1"] = server(hrsp_2xx=4000, rtime=6)
     assert metric(lbs.analyse(start, now, ["web1"], ["web2", "web3"]), "latency")["verdict"] == "pass"
+
+
+def test_latency_is_compared_with_the_baseline_over_the_same_window():
+    # The whole fleet slowed down during the window (5 -> 40 ms): the baseline's
+    # gauges say 17 ms (a limit of 30.5 ms), their window says 42 ms. A good release passes.
+    a = 1 - 1 / 512
+    w = a ** 200
+    gauge = math.ceil(5 * w + 40 * (1 - w))
+    start, now = rolling_samples(server(hrsp_2xx=4200, rtime=gauge), server(hrsp_2xx=4200, rtime=gauge),
+                                 server(hrsp_2xx=4000, rtime=5), server(hrsp_2xx=4000, rtime=5))
+    result = lbs.analyse(start, now, ["web1"], ["web2", "web3"])
+    record = metric(result, "latency")
+    assert gauge == 17 and record["baseline"] > 40 and record["verdict"] == "pass", record["reason"]
+    # and a release slower than the slowed-down fleet still fails
+    slow = math.ceil(5 * w + 150 * (1 - w))
+    now["lb1"]["servers"]["app/web1"] = server(hrsp_2xx=4200, rtime=slow)
+    assert metric(lbs.analyse(start, now, ["web1"], ["web2", "web3"]), "latency")["verdict"] == "fail"
 
 
 def test_latency_with_few_answers_is_judged_at_the_lower_end():
