@@ -7,7 +7,8 @@ DOCUMENTATION = r"""
 name: human_gate
 short_description: Can a person answer a prompt in this run
 version_added: 0.2.0
-author: safedeploy.fleet contributors
+author:
+  - safedeploy.fleet contributors (@safedeploy)
 description:
   - Says whether a pause that waits for a person (C(ansible.builtin.pause) with a prompt) can be answered in this run,
     and why not.

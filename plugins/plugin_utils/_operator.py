@@ -53,7 +53,7 @@ def controller_pid(pid=None):
     another one.
     """
     pid = pid or os.getpid()
-    for _ in range(16):
+    for _depth in range(16):
         if pid <= 1:
             return None
         cmdline = _cmdline(pid)

@@ -32,6 +32,19 @@ def _nspawn_pids() -> set[int]:
     return pids
 
 
+def _nspawn_netns() -> dict[int, str]:
+    """Every running systemd-nspawn: its network namespace path (which names its lab's host)."""
+    found = {}
+    for pid in _nspawn_pids():
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                argv = handle.read().decode("utf-8", "replace").split("\0")
+        except OSError:
+            continue
+        found[pid] = next((a.split("=", 1)[1] for a in argv if a.startswith("--network-namespace-path=")), "")
+    return found
+
+
 def _netns() -> set[str]:
     out = subprocess.run(["ip", "-j", "netns", "list"], capture_output=True, text=True).stdout
     return {n["name"] for n in json.loads(out or "[]")}
@@ -72,7 +85,9 @@ def _overlap(a: tuple[float, float], b: tuple[float, float]) -> float:
 def test_every_lab_of_the_run_left_nothing():
     records = _records()
     assert records, f"no lab was recorded in {os.environ['LAB_RECORD_DIR']}: run the lab tests first"
-    names, links, alive = _netns(), _links(), _nspawn_pids()
+    # A recorded PID counts only when that process is still the recorded host's nspawn: PIDs are
+    # reused, and other labs (a benchmark's, another job's) may run on the machine.
+    names, links, alive = _netns(), _links(), _nspawn_netns()
     left = []
     for lab_name, events in records.items():
         assert events[-1]["event"] == "down", f"{lab_name}: last recorded event is {events[-1]['event']!r}, not down"
@@ -84,7 +99,7 @@ def test_every_lab_of_the_run_left_nothing():
                     left.append(f"{lab_name}: netns {entry['netns']}")
                 if entry.get("veth") in links:
                     left.append(f"{lab_name}: veth {entry['veth']}")
-                if entry.get("pid") in alive:
+                if entry.get("pid") in alive and os.path.basename(alive[entry["pid"]]) == entry.get("netns"):
                     left.append(f"{lab_name}: {host}'s nspawn process {entry['pid']}")
         assert not os.path.exists(os.path.join(events[-1]["state_dir"], "state.json")), lab_name
     assert not left, left

@@ -518,6 +518,7 @@ def test_real_haproxy_latency_of_the_window(two_lbs):
     result = lbs.analyse(start, now, ["app/new"], ["app/old"], min_requests=10)
     record = metric(result, "latency")
     # 30 fast answers then 25 at 40 ms: the gauge shows the mix, the estimate the window
-    assert now["lb1"]["servers"]["app/new"]["rtime"] < 30
-    assert 38 <= record["value"] <= 50 and record["value_low"] > record["limit"]
+    # (no upper bound on either: a loaded machine makes every answer slower)
+    assert now["lb1"]["servers"]["app/new"]["rtime"] < record["value"]
+    assert record["value"] >= 38 and record["value_low"] > record["limit"]
     assert record["verdict"] == "fail"
