@@ -48,12 +48,12 @@ def slow_between(traffic, t0: float, t1: float, slower_than_ms: float = 500) -> 
 
 def stopped_after_the_first_batch(lab, traffic, version: str, settings: dict, expected: list[str],
                                   settle: float, label: str, max_share: float = 0.05, plain_playbook: str = "",
-                                  bad_between=failed_between, bad_name: str = "failed") -> None:
+                                  bad_between=failed_between, bad_name: str = "failed", tail: float = 30) -> None:
     """A plain serial deploy of ``version`` then, on the same fleet back on
     1.0.0, one with the analysis: the analysis stops it after the first batch
     and undoes web1, and serves at most ``max_share`` of the plain run's bad
     requests (``bad_between``: failed ones by default) over windows of the same
-    length (the plain run + 30 s) from each deploy's start. The plain run is
+    length (the plain run + ``tail`` s) from each deploy's start. The plain run is
     deploy.yml with rolling_analysis off, or ``plain_playbook`` (for example
     bench/rollout/naive.yml: serial + restart, the load balancer left alone).
     ``expected``: lines the analysis run must print."""
@@ -69,8 +69,9 @@ def stopped_after_the_first_batch(lab, traffic, version: str, settings: dict, ex
     assert {h: running(lab, h) for h in hosts} == dict.fromkeys(hosts, version)
     assert "ROLLING ANALYSIS" not in plain.stdout
     # Both runs are observed over windows of the same length, from their start:
-    # the plain run's duration + 30 s (the plain fleet keeps failing after it).
-    observe = time.time() - plain_start + 30
+    # the plain run's duration + ``tail`` s (the plain fleet keeps failing after
+    # it), long enough for the run with the analysis to end in it.
+    observe = time.time() - plain_start + tail
     wait_until(plain_start + observe)
     plain_failed = bad_between(traffic, plain_start, plain_start + observe)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from conftest import REPO, ansible_playbook, failed_requests, recap
 
 RELEASE = os.path.join(REPO, "tests", "integration", "playbooks", "release.yml")
@@ -16,6 +18,7 @@ def _verdicts(lab, host: str) -> dict[str, str]:
     return {v: r["verdict"] for v, r in lab.history(host)["releases"].items()}
 
 
+@pytest.mark.extended  # in make test-extended since issue 14 added its no-Prometheus analyses: keeps make test within 20 minutes
 def test_release_everywhere_then_rollback_keeps_history_right(fresh_lab, traffic):
     hosts = [h.name for h in fresh_lab.app_hosts]
     for version in ("1.0.0", "2.0.0"):
