@@ -21,6 +21,9 @@ Steps (each its own script, runnable alone):
   scale         bench/scale/run.py          rolling deploy at 25 % batches on 6 and 24 hosts: wall / floor,
                                             controller CPU per host, rollback / deploy, a 100 MB artifact
                                             to 24 hosts twice (bytes served, hosts copied to); 3 reps
+  analysis      bench/analysis/run.py       no false abort: 2.0.0 by 10 rolling deploys and 10 canaries under
+                                            100 req/s, analyses on HAProxy's counters (its lab has no Prometheus:
+                                            LAB_MONITORING=0, so it brings the lab up again without mon1)
 
 The lab steps use the lab named by LAB_NAME / LAB_SUBNET / LAB_BRIDGE /
 LAB_STATE_DIR / LAB_INVENTORY (the default lab when unset). They take that
@@ -53,7 +56,7 @@ REPO = os.path.dirname(HERE)
 OUT = os.path.join(REPO, "build", "bench")
 BENCH_VENV = os.path.join(REPO, "build", "bench-venv")
 README = os.path.join(HERE, "README.md")
-STEPS = ("health_check", "lab_up", "rollout", "canary", "scale")
+STEPS = ("health_check", "lab_up", "rollout", "canary", "scale", "analysis")
 
 
 def log(msg: str) -> None:
@@ -92,7 +95,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="short forms: health_check --quick, lab_up 1 rep of 6 hosts, rollout 2.0.0 (a) vs (c), "
-                             "canary 1 run of each, scale 6 hosts 1 rep with a 5 MB artifact")
+                             "canary 1 run of each, scale 6 hosts 1 rep with a 5 MB artifact, "
+                             "analysis 1 rolling deploy and 1 canary")
     parser.add_argument("--only", help=f"comma-separated steps ({', '.join(STEPS)})")
     parser.add_argument("--no-readme", action="store_true", help="do not write the tables into bench/README.md")
     args = parser.parse_args()
@@ -133,6 +137,10 @@ def main() -> int:
         argv += ["--sizes", "6", "--reps", "1", "--artifact-mb", "5"] if args.quick else []
         if step("scale", argv):
             failures.append("scale (a playbook failed, or the artifact was served or copied more than once)")
+    if "analysis" in steps:
+        argv = [os.path.join(HERE, "analysis", "run.py"), "--json", os.path.join(out, "analysis.json"), *readme]
+        if step("analysis", argv + (["--quick"] if args.quick else [])):
+            failures.append("analysis (2.0.0 was aborted, or a run failed)")
     if failures:
         log(f"\nbench: FAILED: {', '.join(failures)}")
         return 1
