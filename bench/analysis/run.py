@@ -52,7 +52,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.dirname(HERE))
 from readme_section import write_section  # noqa: E402
-from rollout.run import ansible_version, describe_versions, fleet_state, lab_cli, reset  # noqa: E402
+from rollout.run import ansible_version, describe_versions, ensure_lab, fleet_state, lab_cli, reset  # noqa: E402
 
 import lab as labmod  # noqa: E402  (tests/lab, put on sys.path by rollout.run)
 import labconfig  # noqa: E402
@@ -225,13 +225,7 @@ def main() -> int:
         return 0
     counts = {"rolling": 1, "canary": 1} if args.quick else {"rolling": args.rolling, "canary": args.canary}
 
-    started_here = False
-    state = labmod.load_state()
-    if state is None or state["config"] != labconfig.LabConfig.from_env().to_dict():
-        log(f"lab: bringing up a lab without monitoring ({labmod.STATE_DIR})")
-        lab_cli("up", env={"LAB_BASELINE": "1.0.0"})
-        started_here = True
-    config = labconfig.LabConfig.from_dict(labmod.load_state()["config"])
+    config, started_here = ensure_lab()
     logdir = os.path.join(os.path.dirname(os.path.abspath(args.json)), "analysis-logs")
     os.makedirs(logdir, exist_ok=True)
     meta = {

@@ -43,7 +43,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.dirname(HERE))
 from readme_section import write_section  # noqa: E402
-from rollout.run import ansible_version, fleet_state, lab_cli, reset  # noqa: E402
+from rollout.run import ansible_version, ensure_lab, fleet_state, lab_cli, reset  # noqa: E402
 
 import lab as labmod  # noqa: E402  (tests/lab, put on sys.path by rollout.run)
 import labconfig  # noqa: E402
@@ -311,14 +311,7 @@ def main() -> int:
     runs = args.runs or (1 if args.quick else 5)
     kinds = [args.only] if args.only else ["abort", "promote"]
 
-    started_here = False
-    state = labmod.load_state()
-    wanted = labconfig.LabConfig.from_env()
-    if state is None or state["config"] != wanted.to_dict():
-        log(f"lab: bringing up {wanted.app_count} app hosts ({labmod.STATE_DIR})")
-        lab_cli("up", env={"LAB_BASELINE": "1.0.0"})
-        started_here = True
-    config = labconfig.LabConfig.from_dict(labmod.load_state()["config"])
+    config, started_here = ensure_lab()
     logdir = os.path.join(os.path.dirname(os.path.abspath(args.json)), "canary-logs")
     os.makedirs(logdir, exist_ok=True)
     meta = {

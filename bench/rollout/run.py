@@ -91,6 +91,20 @@ def lab_cli(*args: str, env: dict | None = None) -> float:
     return time.monotonic() - started
 
 
+def ensure_lab() -> tuple:
+    """The lab the LAB_* variables name, brought up (on 1.0.0) unless it is up as wanted.
+
+    Returns (its LabConfig, whether this call brought it up: the caller takes it down then)."""
+    wanted = labconfig.LabConfig.from_env()
+    state = labmod.load_state()
+    started_here = state is None or state["config"] != wanted.to_dict()
+    if started_here:
+        log(f"lab: bringing up {wanted.app_count} app hosts{'' if wanted.monitoring else ' without monitoring'} "
+            f"({labmod.STATE_DIR})")
+        lab_cli("up", env={"LAB_BASELINE": "1.0.0"})
+    return labconfig.LabConfig.from_dict(labmod.load_state()["config"]), started_here
+
+
 def reset(baseline: str) -> float:
     """lab.py reset, tried twice: a machine that fails to boot once under load must not end the bench."""
     try:
@@ -301,14 +315,7 @@ def main() -> int:
         raise SystemExit("rollout (b) needs community.general: run bench/run.py (it installs it), or python3 "
                          "-m venv build/bench-venv && build/bench-venv/bin/pip install -r bench/requirements.txt")
 
-    started_here = False
-    state = labmod.load_state()
-    wanted_config = labconfig.LabConfig.from_env()
-    if state is None or state["config"] != wanted_config.to_dict():
-        log(f"lab: bringing up {wanted_config.app_count} app hosts ({labmod.STATE_DIR})")
-        lab_cli("up", env={"LAB_BASELINE": "1.0.0"})
-        started_here = True
-    config = labconfig.LabConfig.from_dict(labmod.load_state()["config"])
+    config, started_here = ensure_lab()
     logdir = os.path.join(os.path.dirname(os.path.abspath(args.json)), "rollout-logs")
     os.makedirs(logdir, exist_ok=True)
     meta = {
